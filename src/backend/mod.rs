@@ -1,0 +1,61 @@
+//! The isolation backend: what turns a zone's model into kernel objects. Linux builds zones from
+//! cgroups and namespaces on the host; a macOS backend (one VM per zone) is the other design
+//! target and plugs in behind the same trait.
+
+pub mod linux;
+
+use crate::zone::Zone;
+
+/// Kernel-side facts about a zone, reported to clients.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZoneKernelInfo {
+    /// The zone's identity cgroup directory.
+    pub cgroup_path: String,
+    /// cgroup2 inode number (what BPF sees); 0 without cgroup2.
+    pub cgroup_id: u64,
+}
+
+/// Live readings of a zone's resource use and the limits in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZoneUsage {
+    pub cpu_usage_usec: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids_current: u64,
+    pub pids_max: Option<u64>,
+    pub oom_kills: u64,
+}
+
+/// What start-up reconciliation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Zones whose kernel objects were missing and were re-created.
+    pub recreated: Vec<String>,
+    /// Kernel objects no zone owns, removed.
+    pub removed_orphans: Vec<String>,
+}
+
+/// Turns zones into kernel objects and back.
+pub trait IsolationBackend: Send + Sync {
+    /// One line describing the host facilities in use (for `daemon_info` and logs).
+    fn describe(&self) -> String;
+    /// Create the zone's kernel objects with its policy's limits; all-or-nothing.
+    fn create_zone(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError>;
+    /// Kernel facts of an existing zone.
+    fn zone_info(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError>;
+    /// Apply the zone's (new) policy in place. Returns the limits the host cannot enforce.
+    fn apply_policy(&self, zone: &Zone) -> Result<Vec<String>, BackendError>;
+    /// Remove every kernel object of the zone, killing what runs in it. Absent objects are fine.
+    fn destroy_zone(&self, zone: &Zone) -> Result<(), BackendError>;
+    /// Live usage and limits.
+    fn zone_usage(&self, zone: &Zone) -> Result<ZoneUsage, BackendError>;
+    /// Make the kernel match `zones`: re-create missing objects, remove unowned ones.
+    fn reconcile(&self, zones: &[&Zone]) -> Result<ReconcileReport, BackendError>;
+}
+
+/// A backend step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Cgroup(#[from] linux::cgroup::CgroupError),
+}

@@ -1,0 +1,83 @@
+//! The tarpc service implementation: each request runs its (blocking, short) kernel and store
+//! work on smol's blocking pool, so the executor keeps accepting and answering.
+
+use std::sync::Arc;
+
+use tarpc::context::Context;
+
+use super::Daemon;
+use crate::rpc::{
+    ApiError, DaemonInfo, PolicyApplied, Rauha, ZoneCreateRequest, ZoneInfo, ZoneStats,
+};
+
+/// One handle per connection onto the shared daemon.
+#[derive(Clone)]
+pub struct Server(Arc<Daemon>);
+
+impl Server {
+    pub fn new(daemon: Arc<Daemon>) -> Self {
+        Self(daemon)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Daemon) -> Result<T, super::error::RequestError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let daemon = Arc::clone(&self.0);
+        smol::unblock(move || work(&daemon)).await.map_err(|error| {
+            tracing::debug!(%error, "request failed");
+            ApiError::from(error)
+        })
+    }
+}
+
+impl Rauha for Server {
+    async fn daemon_info(self, _: Context) -> DaemonInfo {
+        DaemonInfo {
+            version: crate::VERSION.to_owned(),
+            git_revision: crate::GIT_REVISION.to_owned(),
+            features: crate::features().iter().map(|f| f.to_string()).collect(),
+            cgroup_layout: self.0.backend.describe(),
+            root_dir: self.0.config.root.display().to_string(),
+            zone_count: self.0.registry().len() as u32,
+        }
+    }
+
+    async fn zone_create(
+        self,
+        _: Context,
+        request: ZoneCreateRequest,
+    ) -> Result<ZoneInfo, ApiError> {
+        self.blocking(move |d| d.create_zone(request)).await
+    }
+
+    async fn zone_list(self, _: Context) -> Result<Vec<ZoneInfo>, ApiError> {
+        self.blocking(|d| Ok(d.list_zones())).await
+    }
+
+    async fn zone_get(self, _: Context, name: String) -> Result<ZoneInfo, ApiError> {
+        self.blocking(move |d| d.get_zone(&name)).await
+    }
+
+    async fn zone_delete(self, _: Context, name: String, force: bool) -> Result<(), ApiError> {
+        self.blocking(move |d| d.delete_zone(&name, force)).await
+    }
+
+    async fn zone_stats(self, _: Context, name: String) -> Result<ZoneStats, ApiError> {
+        self.blocking(move |d| d.zone_stats(&name)).await
+    }
+
+    async fn policy_apply(
+        self,
+        _: Context,
+        zone: String,
+        policy_toml: String,
+    ) -> Result<PolicyApplied, ApiError> {
+        self.blocking(move |d| d.apply_policy(&zone, &policy_toml))
+            .await
+    }
+
+    async fn policy_get(self, _: Context, zone: String) -> Result<String, ApiError> {
+        self.blocking(move |d| d.policy_toml(&zone)).await
+    }
+}

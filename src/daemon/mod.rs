@@ -1,0 +1,358 @@
+//! The daemon role: start-up (lock, store, recovery), the request handlers, and the accept loop
+//! on the local socket.
+
+mod error;
+mod handlers;
+mod peer;
+mod zones;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use argh::FromArgs;
+use async_compat::Compat;
+use futures::StreamExt;
+use tarpc::server::{BaseChannel, Channel};
+
+use crate::rpc::Rauha;
+use smol::net::unix::{UnixListener, UnixStream};
+use uuid::Uuid;
+
+use crate::backend::linux::LinuxBackend;
+use crate::backend::{IsolationBackend, ZoneKernelInfo};
+use crate::store::Store;
+use crate::zone::{Zone, ZoneRegistry, ZoneState};
+pub use zones::format_timestamp;
+
+/// Default state dir (`--root`, `RAUHA_ROOT`).
+pub const DEFAULT_ROOT: &str = "/var/lib/rauha";
+/// Default runtime dir (`--run-dir`, `RAUHA_RUN`).
+pub const DEFAULT_RUN: &str = "/run/rauha";
+
+/// rauhad: the Rauha daemon. Serves the API on a Unix socket; the only writer of state.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "daemon")]
+pub struct DaemonArgs {
+    /// state dir holding meta.redb (default $RAUHA_ROOT or /var/lib/rauha)
+    #[argh(option)]
+    pub root: Option<PathBuf>,
+    /// runtime dir for sockets and pid files (default $RAUHA_RUN or /run/rauha)
+    #[argh(option)]
+    pub run_dir: Option<PathBuf>,
+    /// API socket path (default $RAUHA_SOCKET or RUN_DIR/rauhad.sock)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
+    /// group (name or gid) whose members may use the socket besides root; the socket is
+    /// chowned to it and made mode 0660
+    #[argh(option)]
+    pub group: Option<String>,
+    /// cgroup path, relative to each hierarchy's root, under which zone cgroups live
+    /// (default $RAUHA_CGROUP_PARENT or "rauha")
+    #[argh(option)]
+    pub cgroup_parent: Option<String>,
+}
+
+/// Start-up failures; each stops the daemon with a message naming the step.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("load zones: {0}")]
+    Record(#[from] crate::zone::ZoneRecordError),
+    #[error("cgroups: {0}")]
+    Cgroup(#[from] crate::backend::linux::cgroup::CgroupError),
+    #[error("start-up reconciliation: {0}")]
+    Reconcile(String),
+    #[error("create runtime dir {}: {source}", path.display())]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another daemon is serving on {}", path.display())]
+    SocketInUse { path: PathBuf },
+    #[error("remove stale socket {}: {source}", path.display())]
+    StaleSocket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bind {}: {source}", path.display())]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("set owner and mode of {}: {source}", path.display())]
+    SocketMode {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Resolved daemon settings.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub group: Option<u32>,
+    pub cgroup_parent: String,
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+impl DaemonConfig {
+    /// Flags first, then environment, then defaults.
+    pub fn resolve(args: DaemonArgs) -> Result<Self, StartError> {
+        let root = args
+            .root
+            .or_else(|| env_path("RAUHA_ROOT"))
+            .unwrap_or(DEFAULT_ROOT.into());
+        let run_dir = args
+            .run_dir
+            .or_else(|| env_path("RAUHA_RUN"))
+            .unwrap_or(DEFAULT_RUN.into());
+        let socket = args
+            .socket
+            .or_else(|| env_path("RAUHA_SOCKET"))
+            .unwrap_or(run_dir.join("rauhad.sock"));
+        let group = args
+            .group
+            .map(|spec| peer::resolve_group(&spec, Path::new("/etc/group")))
+            .transpose()
+            .map_err(StartError::Config)?;
+        let cgroup_parent = args
+            .cgroup_parent
+            .or_else(|| {
+                std::env::var("RAUHA_CGROUP_PARENT")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .unwrap_or_else(|| "rauha".to_owned());
+        let parent = Path::new(&cgroup_parent);
+        if parent.is_absolute()
+            || parent
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(StartError::Config(format!(
+                "--cgroup-parent: {cgroup_parent:?} must be a relative path without . or .."
+            )));
+        }
+        Ok(Self {
+            root,
+            run_dir,
+            socket,
+            group,
+            cgroup_parent,
+        })
+    }
+}
+
+/// The daemon's state, shared by every request handler.
+pub struct Daemon {
+    config: DaemonConfig,
+    store: Store,
+    backend: Box<dyn IsolationBackend>,
+    /// Held across each mutation's kernel and store work, which serialises mutations.
+    zones: Mutex<ZoneRegistry>,
+    kernel: Mutex<HashMap<Uuid, ZoneKernelInfo>>,
+    cpu_samples: Mutex<HashMap<Uuid, (Instant, u64)>>,
+}
+
+impl Daemon {
+    /// Lock the state dir, load every record, finish interrupted deletions and make the kernel
+    /// match the store.
+    pub fn start(config: DaemonConfig) -> Result<Self, StartError> {
+        let store = Store::open(&config.root)?;
+        let backend = LinuxBackend::new(&config.cgroup_parent)?;
+        let zones = store
+            .load_zones()?
+            .into_iter()
+            .map(Zone::from_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let daemon = Self {
+            config,
+            store,
+            backend: Box::new(backend),
+            zones: Mutex::new(ZoneRegistry::from_zones(zones.iter().cloned())),
+            kernel: Mutex::new(HashMap::new()),
+            cpu_samples: Mutex::new(HashMap::new()),
+        };
+        daemon.recover(zones)?;
+        Ok(daemon)
+    }
+
+    fn registry(&self) -> MutexGuard<'_, ZoneRegistry> {
+        self.zones.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recover(&self, zones: Vec<Zone>) -> Result<(), StartError> {
+        let (deleting, live): (Vec<Zone>, Vec<Zone>) = zones
+            .into_iter()
+            .partition(|zone| zone.state == ZoneState::Deleting);
+        for zone in &deleting {
+            self.finish_deletion(zone)
+                .map_err(|e| StartError::Reconcile(e.to_string()))?;
+            self.registry().remove(&zone.name);
+            tracing::info!(zone = %zone.name, "finished a deletion interrupted by the last daemon");
+        }
+        let live_refs: Vec<&Zone> = live.iter().collect();
+        let report = self
+            .backend
+            .reconcile(&live_refs)
+            .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        for name in &report.recreated {
+            tracing::warn!(zone = %name, "re-created the zone's missing cgroup");
+        }
+        for orphan in &report.removed_orphans {
+            tracing::warn!(cgroup = %orphan, "removed a cgroup that no zone owns");
+        }
+        let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        for zone in &live {
+            let info = self
+                .backend
+                .zone_info(zone)
+                .map_err(|e| StartError::Reconcile(format!("zone {:?}: {e}", zone.name)))?;
+            kernel.insert(zone.id, info);
+        }
+        tracing::info!(
+            zones = live.len(),
+            recreated = report.recreated.len(),
+            orphans_removed = report.removed_orphans.len(),
+            "reconciled kernel state with the store"
+        );
+        Ok(())
+    }
+}
+
+/// Entry point of the daemon role.
+pub fn run(args: DaemonArgs) -> ExitCode {
+    init_logging();
+    let result = DaemonConfig::resolve(args).and_then(|config| smol::block_on(serve(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("rauhad: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: DaemonConfig) -> Result<(), StartError> {
+    let daemon = Arc::new(
+        smol::unblock({
+            let config = config.clone();
+            move || Daemon::start(config)
+        })
+        .await?,
+    );
+    let listener = bind_socket(&config).await?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        root = %config.root.display(),
+        cgroups = %daemon.backend.describe(),
+        "rauhad ready"
+    );
+
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(StartError::Signals)?;
+    let server = handlers::Server::new(Arc::clone(&daemon));
+    loop {
+        let next = futures::future::select(Box::pin(listener.accept()), signals.next()).await;
+        match next {
+            futures::future::Either::Left((Ok((stream, _)), _)) => {
+                accept(stream, config.group, server.clone())
+            }
+            futures::future::Either::Left((Err(error), _)) => {
+                tracing::warn!(%error, "accept failed");
+            }
+            futures::future::Either::Right((signal, _)) => {
+                tracing::info!(?signal, "shutting down");
+                break;
+            }
+        }
+    }
+    if let Err(error) = std::fs::remove_file(&config.socket) {
+        tracing::warn!(%error, socket = %config.socket.display(), "remove socket");
+    }
+    Ok(())
+}
+
+fn accept(stream: UnixStream, group: Option<u32>, server: handlers::Server) {
+    let verdict = peer::admit(&stream, group);
+    if let crate::rpc::Handshake::Refused(reason) = &verdict {
+        tracing::warn!(%reason, "refused a client");
+    }
+    smol::spawn(Compat::new(async move {
+        let Some(transport) = crate::rpc::admit(stream, verdict).await else {
+            return;
+        };
+        BaseChannel::with_defaults(transport)
+            .execute(server.serve())
+            .for_each(|response| async move {
+                smol::spawn(Compat::new(response)).detach();
+            })
+            .await;
+    }))
+    .detach();
+}
+
+/// Bind the API socket, replacing a stale one but never a live daemon's, and restrict it to
+/// root and the configured group.
+async fn bind_socket(config: &DaemonConfig) -> Result<UnixListener, StartError> {
+    let path = &config.socket;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::RunDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(&config.run_dir).map_err(|source| StartError::RunDir {
+        path: config.run_dir.clone(),
+        source,
+    })?;
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(StartError::SocketInUse { path: path.clone() });
+        }
+        std::fs::remove_file(path).map_err(|source| StartError::StaleSocket {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let listener = UnixListener::bind(path).map_err(|source| StartError::Bind {
+        path: path.clone(),
+        source,
+    })?;
+    let mode_error = |source| StartError::SocketMode {
+        path: path.clone(),
+        source,
+    };
+    if let Some(gid) = config.group {
+        std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(mode_error)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(mode_error)?;
+    Ok(listener)
+}

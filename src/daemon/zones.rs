@@ -1,0 +1,238 @@
+//! Zone operations: each validates first, changes the kernel and the store in an order that a
+//! failure can undo, and updates the in-memory registry last.
+
+use std::time::Instant;
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::Daemon;
+use super::error::RequestError;
+use crate::backend::ZoneKernelInfo;
+use crate::rpc::{PolicyApplied, ZoneCreateRequest, ZoneInfo, ZoneStats};
+use crate::zone::{self, Policy, Zone, ZoneState, ZoneType, policy};
+
+impl Daemon {
+    /// Zone info as clients see it.
+    fn info(&self, zone: &Zone) -> ZoneInfo {
+        let kernel = self.kernel_info(zone.id);
+        ZoneInfo {
+            id: zone.id.to_string(),
+            name: zone.name.clone(),
+            numeric_id: zone.numeric_id,
+            zone_type: zone::zone_type_label(zone.zone_type()).to_owned(),
+            state: zone.state.as_str().to_owned(),
+            container_count: 0,
+            created_at: format_timestamp(zone.created_at),
+            cgroup_path: kernel.cgroup_path,
+            cgroup_id: kernel.cgroup_id,
+        }
+    }
+
+    fn kernel_info(&self, id: Uuid) -> ZoneKernelInfo {
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn create_zone(&self, request: ZoneCreateRequest) -> Result<ZoneInfo, RequestError> {
+        zone::validate_zone_name(&request.name).map_err(|source| RequestError::InvalidName {
+            name: request.name.clone(),
+            source,
+        })?;
+        let requested_type = zone::parse_requested_type(&request.zone_type)
+            .map_err(RequestError::InvalidArgument)?;
+        let policy = Policy::parse_for_type(&request.policy_toml, requested_type)?;
+
+        let mut zones = self.registry();
+        if zones.contains(&request.name) {
+            return Err(zone::RegistryError::Duplicate(request.name).into());
+        }
+        let zone = Zone {
+            id: Uuid::new_v4(),
+            name: request.name,
+            numeric_id: zones.free_numeric_id()?,
+            policy,
+            state: ZoneState::Ready,
+            created_at: Timestamp::now(),
+        };
+        let kernel = self
+            .backend
+            .create_zone(&zone)
+            .map_err(|source| RequestError::Backend {
+                zone: zone.name.clone(),
+                source,
+            })?;
+        if let Err(error) = self.store.put_zone(&zone.to_record()) {
+            return Err(self.roll_back_creation(&zone, error.into()));
+        }
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(zone.id, kernel);
+        let info = self.info(&zone);
+        zones.insert(zone)?;
+        tracing::info!(zone = %info.name, id = %info.id, numeric_id = info.numeric_id, "zone created");
+        Ok(info)
+    }
+
+    fn roll_back_creation(&self, zone: &Zone, failure: RequestError) -> RequestError {
+        match self.backend.destroy_zone(zone) {
+            Ok(()) => failure,
+            Err(rollback) => RequestError::RollbackFailed {
+                zone: zone.name.clone(),
+                failure: failure.to_string(),
+                rollback,
+            },
+        }
+    }
+
+    pub fn list_zones(&self) -> Vec<ZoneInfo> {
+        self.registry().iter().map(|zone| self.info(zone)).collect()
+    }
+
+    pub fn get_zone(&self, name: &str) -> Result<ZoneInfo, RequestError> {
+        Ok(self.info(self.registry().get(name)?))
+    }
+
+    pub fn delete_zone(&self, name: &str, _force: bool) -> Result<(), RequestError> {
+        let mut zones = self.registry();
+        let mut zone = zones.get(name)?.clone();
+        // Persist the intent first: a daemon that dies half-way finishes the job at start
+        // instead of resurrecting a half-removed zone.
+        if zone.state != ZoneState::Deleting {
+            zone.state = ZoneState::Deleting;
+            self.store.put_zone(&zone.to_record())?;
+            zones.update(zone.clone());
+        }
+        self.finish_deletion(&zone)?;
+        zones.remove(name);
+        tracing::info!(zone = %name, "zone deleted");
+        Ok(())
+    }
+
+    /// Remove the kernel objects and the record of a zone already marked `Deleting`.
+    pub(super) fn finish_deletion(&self, zone: &Zone) -> Result<(), RequestError> {
+        self.backend
+            .destroy_zone(zone)
+            .map_err(|source| RequestError::Backend {
+                zone: zone.name.clone(),
+                source,
+            })?;
+        self.store.delete_zone(zone.id)?;
+        self.kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&zone.id);
+        Ok(())
+    }
+
+    pub fn apply_policy(
+        &self,
+        name: &str,
+        policy_toml: &str,
+    ) -> Result<PolicyApplied, RequestError> {
+        let mut zones = self.registry();
+        // Validate before looking up, so a broken policy reads as such even for an unknown zone.
+        let current_type = zones
+            .get(name)
+            .map(Zone::zone_type)
+            .unwrap_or(ZoneType::NonGlobal);
+        let policy = Policy::parse_for_type(policy_toml, Some(current_type))?;
+        let old = zones.get(name)?.clone();
+        if old.state == ZoneState::Deleting {
+            return Err(RequestError::ZoneDeleting { zone: old.name });
+        }
+        let changes = policy::live_changes(&old.policy, &policy);
+        let keys = |mode: policy::ApplyMode| -> Vec<String> {
+            changes
+                .changes
+                .iter()
+                .filter(|change| change.apply == mode)
+                .map(|change| change.part.key().to_owned())
+                .collect()
+        };
+        let mut new = old.clone();
+        new.policy = policy;
+
+        let backend_error = |source| RequestError::Backend {
+            zone: name.to_owned(),
+            source,
+        };
+        let unavailable = self.backend.apply_policy(&new).map_err(backend_error)?;
+        if let Err(error) = self.store.put_zone(&new.to_record()) {
+            // Put the old limits back so kernel and store agree again.
+            return Err(match self.backend.apply_policy(&old) {
+                Ok(_) => error.into(),
+                Err(rollback) => RequestError::RollbackFailed {
+                    zone: name.to_owned(),
+                    failure: error.to_string(),
+                    rollback,
+                },
+            });
+        }
+        zones.update(new);
+        let changed: Vec<String> = changes.changes.iter().map(ToString::to_string).collect();
+        tracing::info!(zone = %name, changes = %changed.join("; "), "policy applied");
+        Ok(PolicyApplied {
+            applied_live: keys(policy::ApplyMode::Live),
+            on_next_start: keys(policy::ApplyMode::NewProcesses),
+            unavailable,
+        })
+    }
+
+    pub fn policy_toml(&self, name: &str) -> Result<String, RequestError> {
+        Ok(self.registry().get(name)?.policy.to_toml())
+    }
+
+    pub fn zone_stats(&self, name: &str) -> Result<ZoneStats, RequestError> {
+        let zone = self.registry().get(name)?.clone();
+        let backend_error = |source| RequestError::Backend {
+            zone: name.to_owned(),
+            source,
+        };
+        let usage = self.backend.zone_usage(&zone).map_err(backend_error)?;
+        let cpu_usage_percent = self.cpu_percent(zone.id, usage.cpu_usage_usec);
+        Ok(ZoneStats {
+            zone_id: zone.id.to_string(),
+            container_count: 0,
+            cpu_usage_percent,
+            cpu_usage_usec: usage.cpu_usage_usec,
+            memory_usage_bytes: usage.memory_usage_bytes,
+            memory_limit_bytes: usage.memory_limit_bytes.unwrap_or(0),
+            pids_current: usage.pids_current,
+            pids_max: usage.pids_max.unwrap_or(0),
+            oom_kills: usage.oom_kills,
+            network_rx_bytes: 0,
+            network_tx_bytes: 0,
+        })
+    }
+
+    /// CPU use since the previous reading of this zone (0 on the first), as a percentage of one
+    /// CPU.
+    fn cpu_percent(&self, id: Uuid, usage_usec: u64) -> f64 {
+        let now = Instant::now();
+        let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
+        let percent = match samples.get(&id) {
+            Some(&(at, previous)) => {
+                let wall_usec = now.duration_since(at).as_micros() as f64;
+                if wall_usec > 0.0 {
+                    usage_usec.saturating_sub(previous) as f64 / wall_usec * 100.0
+                } else {
+                    0.0
+                }
+            }
+            None => 0.0,
+        };
+        samples.insert(id, (now, usage_usec));
+        percent
+    }
+}
+
+/// RFC 3339 in UTC with millisecond precision, as the API contract writes timestamps.
+pub fn format_timestamp(at: Timestamp) -> String {
+    format!("{at:.3}")
+}

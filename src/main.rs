@@ -1,0 +1,75 @@
+//! `rauha`: one executable, several roles, chosen by the name it was invoked as. Installing is
+//! copying this file and making symlinks.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use rauha::{cli, daemon};
+
+/// The role this process plays.
+#[derive(Debug, PartialEq, Eq)]
+enum Role {
+    Daemon,
+    Cli,
+}
+
+/// Pick the role from argv[0]'s basename; every other name is the CLI. Returns the role and the
+/// arguments that role parses.
+fn dispatch(args: &[OsString]) -> (Role, Vec<OsString>) {
+    let invoked_as = args
+        .first()
+        .and_then(|arg0| Path::new(arg0).file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or("rauha");
+    let rest = args.get(1..).unwrap_or_default().to_vec();
+    match invoked_as {
+        "rauhad" => (Role::Daemon, rest),
+        // `rauha daemon …` reaches the daemon through the CLI's `daemon` subcommand, so that
+        // `rauha --help` lists it.
+        _ => (Role::Cli, rest),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let (role, rest) = dispatch(&args);
+    match role {
+        Role::Daemon => match cli::parse_role_args::<daemon::DaemonArgs>("rauhad", &rest) {
+            Ok(daemon_args) => daemon::run(daemon_args),
+            Err(code) => code,
+        },
+        Role::Cli => cli::run(&rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn role_comes_from_the_invoked_name() {
+        assert_eq!(
+            dispatch(&os(&["/usr/bin/rauhad", "--root", "/x"])),
+            (Role::Daemon, os(&["--root", "/x"]))
+        );
+        assert_eq!(
+            dispatch(&os(&["rauha", "zone", "list"])),
+            (Role::Cli, os(&["zone", "list"]))
+        );
+    }
+
+    #[test]
+    fn every_other_name_is_the_cli() {
+        assert_eq!(
+            dispatch(&os(&["/usr/local/bin/rauha", "daemon", "--root", "/x"])),
+            (Role::Cli, os(&["daemon", "--root", "/x"]))
+        );
+        assert_eq!(dispatch(&os(&["rauha"])), (Role::Cli, vec![]));
+        assert_eq!(dispatch(&os(&[])), (Role::Cli, vec![]));
+    }
+}

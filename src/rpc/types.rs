@@ -1,0 +1,111 @@
+//! Wire types of the daemon API: plain data, stable field order (postcard encodes by position).
+
+use serde::{Deserialize, Serialize};
+
+/// Why a request failed, classified the way the gRPC facade reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The request itself is wrong (bad name, bad policy, bad id).
+    InvalidArgument,
+    /// The named object does not exist.
+    NotFound,
+    /// An object with that name exists already.
+    AlreadyExists,
+    /// The system is not in a state that allows the operation.
+    FailedPrecondition,
+    /// The caller may not do this.
+    PermissionDenied,
+    /// A dependency (registry, kernel facility) cannot be reached.
+    Unavailable,
+    /// A genuine fault inside the daemon or the kernel.
+    Internal,
+}
+
+/// An error as it crosses the wire: its class and a message naming what failed and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Facts about the running daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub git_revision: String,
+    pub features: Vec<String>,
+    /// The cgroup layout detected on the host: "unified", "hybrid" or "legacy".
+    pub cgroup_layout: String,
+    pub root_dir: String,
+    pub zone_count: u32,
+}
+
+/// `zone create`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ZoneCreateRequest {
+    pub name: String,
+    /// "" (take the policy's, default non-global), "non-global" or "privileged".
+    pub zone_type: String,
+    /// Policy TOML; empty = the default policy.
+    pub policy_toml: String,
+}
+
+/// A zone as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneInfo {
+    pub id: String,
+    pub name: String,
+    /// The small number that names the zone's kernel objects.
+    pub numeric_id: u32,
+    /// "NonGlobal" or "Privileged".
+    pub zone_type: String,
+    /// "Ready", "Creating", "Deleting" or "Failed".
+    pub state: String,
+    pub container_count: u32,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Path of the zone's cgroup2 node (its identity).
+    pub cgroup_path: String,
+    /// The zone's cgroup2 id, as `bpf_get_current_cgroup_id()` reports it; 0 where the host has
+    /// no cgroup2.
+    pub cgroup_id: u64,
+}
+
+/// Live readings of a zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneStats {
+    pub zone_id: String,
+    pub container_count: u32,
+    pub cpu_usage_percent: f64,
+    pub cpu_usage_usec: u64,
+    pub memory_usage_bytes: u64,
+    /// The limit in force in the cgroup; 0 = unlimited.
+    pub memory_limit_bytes: u64,
+    pub pids_current: u64,
+    /// 0 = unlimited.
+    pub pids_max: u64,
+    pub oom_kills: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
+}
+
+/// What `policy apply` changed, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyApplied {
+    /// Parts that took effect in place, for running workloads.
+    pub applied_live: Vec<String>,
+    /// Parts that bind at process start: new processes get them, running ones keep theirs.
+    pub on_next_start: Vec<String>,
+    /// Limits the host cannot enforce (for example a missing controller), with the reason.
+    pub unavailable: Vec<String>,
+}

@@ -1,0 +1,326 @@
+//! The integration-test harness: a real daemon per test, inside a network namespace the test
+//! made, with its own state dir, runtime dir, socket and cgroup parent. Dropping a
+//! [`TestDaemon`] kills the daemon by PID and removes every cgroup it made, then asserts that
+//! nothing leaked.
+#![allow(dead_code)] // each test binary uses its own subset of the harness
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rauha::backend::linux::cgroup::CgroupManager;
+
+/// The binary under test.
+pub const RAUHA: &str = env!("CARGO_BIN_EXE_rauha");
+
+/// Whether privileged tests can run. Under `CI=true` a missing privilege fails the test instead
+/// of skipping it, so CI never passes by skipping.
+pub fn privileged(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: needs root, and CI=true forbids skipping");
+    }
+    eprintln!("skipping {test}: needs root");
+    false
+}
+
+/// A network namespace owned by the test: alive as long as this handle (or a process in it).
+pub struct NetNs {
+    fd: OwnedFd,
+}
+
+impl NetNs {
+    /// Make a namespace from a short-lived thread, so the test process itself never leaves the
+    /// host's, and bring up its loopback.
+    pub fn new() -> Arc<Self> {
+        let fd = std::thread::spawn(|| {
+            // SAFETY: only the network namespace is unshared, and only for this thread; no file
+            // descriptor table or memory sharing changes under other threads.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+                .expect("unshare a network namespace");
+            File::open("/proc/thread-self/ns/net")
+                .expect("open the new netns")
+                .into()
+        })
+        .join()
+        .expect("netns thread");
+        let netns = Arc::new(Self { fd });
+        let status = netns
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("run ip link set lo up");
+        assert!(status.success(), "bring up loopback in the test netns");
+        netns
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn command(self: &Arc<Self>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        let netns = Arc::clone(self);
+        // SAFETY: setns is a single async-signal-safe syscall on an fd the parent keeps open;
+        // nothing is allocated or locked in the child.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::thread::move_into_link_name_space(
+                    netns.fd.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+        command
+    }
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A unique cgroup parent for one test daemon.
+pub fn unique_cgroup_parent(tag: &str) -> String {
+    format!(
+        "rauha-test-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A daemon under test and everything it owns.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub cgroup_parent: String,
+    pub netns: Arc<NetNs>,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl TestDaemon {
+    /// Start a daemon with default flags; `None` when the test must skip (see [`privileged`]).
+    pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// Start a daemon with extra daemon flags.
+    pub fn start_with(test: &str, extra_args: &[&str]) -> Option<Self> {
+        if !privileged(test) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("rauha-test-")
+            .tempdir()
+            .expect("temp dir");
+        let root = dir.path().join("root");
+        let run_dir = dir.path().join("run");
+        let mut daemon = Self {
+            socket: run_dir.join("rauhad.sock"),
+            log_path: dir.path().join("rauhad.log"),
+            root,
+            run_dir,
+            cgroup_parent: unique_cgroup_parent("d"),
+            netns: NetNs::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            dir,
+        };
+        daemon.spawn();
+        Some(daemon)
+    }
+
+    /// The daemon command line this harness uses.
+    pub fn daemon_command(&self) -> Command {
+        let mut command = self.netns.command(RAUHA);
+        command
+            .arg("daemon")
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--cgroup-parent")
+            .arg(&self.cgroup_parent)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Start (or restart) the daemon and wait until it accepts connections.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log");
+        let child = self
+            .daemon_command()
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn rauha daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "daemon exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready in 20 s; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL the daemon and reap it, as a crash would end it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM the daemon and wait for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait daemon") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon ignored SIGTERM for 10 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// A CLI command against this daemon.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(RAUHA);
+        command
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run rauha")
+    }
+
+    /// Run the CLI, require success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "rauha {args:?} failed ({}): {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Run the CLI, require failure, return stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            !out.status.success(),
+            "rauha {args:?} succeeded but should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    /// Write a file into the test dir and return its path (policies and the like).
+    pub fn write_file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    /// The directory of `relative` (e.g. "zone-1") under this daemon's cgroup parent in one
+    /// hierarchy (e.g. "memory", "unified").
+    pub fn cgroup_dir(&self, hierarchy: &str, relative: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup")
+            .join(hierarchy)
+            .join(&self.cgroup_parent)
+            .join(relative)
+    }
+
+    fn cleanup(&mut self) -> Vec<String> {
+        self.kill();
+        remove_cgroup_parent(&self.cgroup_parent)
+    }
+}
+
+/// Kill what runs under a test cgroup parent and remove it in every hierarchy; returns what
+/// could not be removed.
+pub fn remove_cgroup_parent(parent: &str) -> Vec<String> {
+    let mut leaks = Vec::new();
+    match CgroupManager::detect(parent) {
+        Ok(manager) => {
+            if let Err(error) = manager.remove_parent() {
+                leaks.push(format!("remove cgroup parent {parent}: {error}"));
+            }
+            for dir in manager.parent_dirs() {
+                if dir.exists() {
+                    leaks.push(format!("cgroup {} still exists", dir.display()));
+                }
+            }
+        }
+        Err(error) => leaks.push(format!("detect cgroups for {parent}: {error}")),
+    }
+    leaks
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let leaks = self.cleanup();
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!("test leaked kernel objects:\n{}", leaks.join("\n"));
+        }
+    }
+}
