@@ -100,6 +100,8 @@ pub struct TestDaemon {
     pub cgroup_parent: String,
     pub netns: Arc<NetNs>,
     pub extra_args: Vec<String>,
+    /// The executable started as daemon and CLI.
+    pub binary: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -112,6 +114,11 @@ impl TestDaemon {
 
     /// Start a daemon with extra daemon flags.
     pub fn start_with(test: &str, extra_args: &[&str]) -> Option<Self> {
+        Self::start_binary(test, Path::new(RAUHA), extra_args)
+    }
+
+    /// Start a daemon from another build of the binary (the static release build).
+    pub fn start_binary(test: &str, binary: &Path, extra_args: &[&str]) -> Option<Self> {
         if !privileged(test) {
             return None;
         }
@@ -129,6 +136,7 @@ impl TestDaemon {
             cgroup_parent: unique_cgroup_parent("d"),
             netns: NetNs::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            binary: binary.to_owned(),
             child: None,
             dir,
         };
@@ -138,7 +146,7 @@ impl TestDaemon {
 
     /// The daemon command line this harness uses.
     pub fn daemon_command(&self) -> Command {
-        let mut command = self.netns.command(RAUHA);
+        let mut command = self.netns.command(&self.binary);
         command
             .arg("daemon")
             .arg("--root")
