@@ -44,10 +44,7 @@ fn cli_round_trip(daemon: &TestDaemon, runs: usize) -> (Duration, Duration) {
             start.elapsed()
         })
         .collect();
-    (
-        percentile(&mut samples, 0.5),
-        percentile(&mut samples, 0.95),
-    )
+    (percentile(&mut samples, 0.5), percentile(&mut samples, 0.95))
 }
 
 fn main() {
@@ -145,13 +142,7 @@ fn main() {
         ms(list_many.0),
         ms(list_many.1)
     );
-    println!(
-        "| daemon RSS idle | {:.1} MiB | | < 20 MB |",
-        idle_rss as f64 / 1024.0
-    );
-    println!(
-        "| daemon RSS with {MANY} zones | {:.1} MiB | | |",
-        many_rss as f64 / 1024.0
-    );
+    println!("| daemon RSS idle | {:.1} MiB | | < 20 MB |", idle_rss as f64 / 1024.0);
+    println!("| daemon RSS with {MANY} zones | {:.1} MiB | | |", many_rss as f64 / 1024.0);
     println!("| release binary size | {size} | | |");
 }

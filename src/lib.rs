@@ -6,8 +6,12 @@
 
 pub mod backend;
 pub mod cli;
+pub mod container;
 pub mod daemon;
+pub mod image;
+pub mod net;
 pub mod rpc;
+pub mod shim;
 pub mod store;
 pub mod zone;
 

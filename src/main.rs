@@ -5,12 +5,13 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-use rauha::{cli, daemon};
+use rauha::{cli, daemon, shim};
 
 /// The role this process plays.
 #[derive(Debug, PartialEq, Eq)]
 enum Role {
     Daemon,
+    Shim,
     Cli,
 }
 
@@ -25,6 +26,10 @@ fn dispatch(args: &[OsString]) -> (Role, Vec<OsString>) {
     let rest = args.get(1..).unwrap_or_default().to_vec();
     match invoked_as {
         "rauhad" => (Role::Daemon, rest),
+        "rauha-shim" => (Role::Shim, rest),
+        // The daemon starts shims as `rauha shim …`: an internal role, kept out of the CLI's
+        // help.
+        _ if rest.first().is_some_and(|arg| arg == "shim") => (Role::Shim, rest[1..].to_vec()),
         // `rauha daemon …` reaches the daemon through the CLI's `daemon` subcommand, so that
         // `rauha --help` lists it.
         _ => (Role::Cli, rest),
@@ -39,7 +44,25 @@ fn main() -> ExitCode {
             Ok(daemon_args) => daemon::run(daemon_args),
             Err(code) => code,
         },
+        Role::Shim => run_shim(rest),
         Role::Cli => cli::run(&rest),
+    }
+}
+
+/// The shim must stay single-threaded (it clones container processes without exec'ing), so it
+/// runs straight from `main`, before anything could start a thread.
+fn run_shim(args: Vec<OsString>) -> ExitCode {
+    let Some(args) = args.into_iter().map(|arg| arg.into_string().ok()).collect::<Option<Vec<_>>>()
+    else {
+        eprintln!("rauha-shim: arguments must be valid UTF-8");
+        return ExitCode::from(2);
+    };
+    match shim::ShimArgs::parse(args).and_then(|args| shim::run_shim(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rauha-shim: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -57,10 +80,7 @@ mod tests {
             dispatch(&os(&["/usr/bin/rauhad", "--root", "/x"])),
             (Role::Daemon, os(&["--root", "/x"]))
         );
-        assert_eq!(
-            dispatch(&os(&["rauha", "zone", "list"])),
-            (Role::Cli, os(&["zone", "list"]))
-        );
+        assert_eq!(dispatch(&os(&["rauha", "zone", "list"])), (Role::Cli, os(&["zone", "list"])));
     }
 
     #[test]

@@ -25,15 +25,9 @@ fn release_binary_is_static_and_runs_a_zone() {
     let Some(binary) = static_binary() else {
         return;
     };
-    let ldd = std::process::Command::new("ldd")
-        .arg(&binary)
-        .output()
-        .expect("run ldd");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&ldd.stdout),
-        String::from_utf8_lossy(&ldd.stderr)
-    );
+    let ldd = std::process::Command::new("ldd").arg(&binary).output().expect("run ldd");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&ldd.stdout), String::from_utf8_lossy(&ldd.stderr));
     assert!(
         text.contains("statically linked") || text.contains("not a dynamic executable"),
         "{} is dynamic: {text}",

@@ -32,17 +32,9 @@ fn zone_lifecycle_creates_and_removes_the_cgroups() {
     assert_eq!(zone["zone_type"], "NonGlobal");
     assert_eq!(zone["numeric_id"], 1);
     let identity = d.cgroup_dir("unified", "zone-1");
-    assert!(
-        identity.is_dir(),
-        "identity cgroup {} exists",
-        identity.display()
-    );
+    assert!(identity.is_dir(), "identity cgroup {} exists", identity.display());
     let inode = std::fs::metadata(&identity).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    assert_eq!(
-        zone["cgroup_id"].as_u64(),
-        inode.ok(),
-        "cgroup id is the cgroup2 inode"
-    );
+    assert_eq!(zone["cgroup_id"].as_u64(), inode.ok(), "cgroup id is the cgroup2 inode");
 
     let listed = json(&d.ok(&["zone", "list", "--json"]));
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
@@ -50,10 +42,7 @@ fn zone_lifecycle_creates_and_removes_the_cgroups() {
 
     d.ok(&["zone", "delete", "web"]);
     assert!(!identity.exists(), "identity cgroup removed");
-    assert!(
-        !d.cgroup_dir("memory", "zone-1").exists(),
-        "memory cgroup removed"
-    );
+    assert!(!d.cgroup_dir("memory", "zone-1").exists(), "memory cgroup removed");
     assert!(d.fails(&["zone", "inspect", "web"]).contains("not found"));
     assert!(d.fails(&["zone", "delete", "web"]).contains("not found"));
 }
@@ -69,10 +58,7 @@ fn duplicate_zone_name_is_refused_and_changes_nothing() {
     let zones = json(&d.ok(&["zone", "list", "--json"]));
     assert_eq!(zones.as_array().map(Vec::len), Some(1));
     assert_eq!(zones[0]["id"], id.trim());
-    assert!(
-        !d.cgroup_dir("unified", "zone-2").exists(),
-        "no second cgroup"
-    );
+    assert!(!d.cgroup_dir("unified", "zone-2").exists(), "no second cgroup");
 }
 
 #[test]
@@ -94,19 +80,11 @@ fn every_invalid_name_class_is_refused_with_its_reason() {
     for (name, reason) in cases {
         let error = d.fails(&["zone", "create", "--name", name]);
         assert!(error.contains("invalid zone name"), "{name:?}: {error}");
-        assert!(
-            error.contains(reason),
-            "{name:?}: expected {reason:?} in {error}"
-        );
+        assert!(error.contains(reason), "{name:?}: expected {reason:?} in {error}");
     }
     let max = "é".repeat(64); // 128 bytes of UTF-8
     d.ok(&["zone", "create", "--name", &max]);
-    assert_eq!(
-        json(&d.ok(&["zone", "list", "--json"]))
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(json(&d.ok(&["zone", "list", "--json"])).as_array().map(Vec::len), Some(1));
 }
 
 #[test]
@@ -118,43 +96,21 @@ fn limits_land_in_the_cgroups_at_create_and_on_apply() {
         "policy.toml",
         "[resources]\nmemory_limit = \"64Mi\"\npids_max = 50\ncpu_shares = 512\n",
     );
-    d.ok(&[
-        "zone",
-        "create",
-        "--name",
-        "lim",
-        "--policy",
-        policy.to_str().unwrap(),
-    ]);
+    d.ok(&["zone", "create", "--name", "lim", "--policy", policy.to_str().unwrap()]);
     let memory = d.cgroup_dir("memory", "zone-1");
-    assert_eq!(
-        read(&memory.join("memory.limit_in_bytes")),
-        (64u64 << 20).to_string()
-    );
+    assert_eq!(read(&memory.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
     assert_eq!(read(&d.cgroup_dir("pids", "zone-1").join("pids.max")), "50");
-    assert_eq!(
-        read(&d.cgroup_dir("cpu", "zone-1").join("cpu.shares")),
-        "512"
-    );
+    assert_eq!(read(&d.cgroup_dir("cpu", "zone-1").join("cpu.shares")), "512");
 
     let stats = json(&d.ok(&["zone", "stats", "lim", "--json"]));
     assert_eq!(stats["memory_limit_bytes"], 64u64 << 20);
     assert_eq!(stats["pids_max"], 50);
 
-    let newer = d.write_file(
-        "newer.toml",
-        "[resources]\nmemory_limit = \"1Gi\"\npids_max = 100\n",
-    );
+    let newer = d.write_file("newer.toml", "[resources]\nmemory_limit = \"1Gi\"\npids_max = 100\n");
     let out = d.ok(&["policy", "apply", "--zone", "lim", newer.to_str().unwrap()]);
     assert!(out.contains("resources"), "{out}");
-    assert_eq!(
-        read(&memory.join("memory.limit_in_bytes")),
-        (1u64 << 30).to_string()
-    );
-    assert_eq!(
-        read(&d.cgroup_dir("pids", "zone-1").join("pids.max")),
-        "100"
-    );
+    assert_eq!(read(&memory.join("memory.limit_in_bytes")), (1u64 << 30).to_string());
+    assert_eq!(read(&d.cgroup_dir("pids", "zone-1").join("pids.max")), "100");
     let stats = json(&d.ok(&["zone", "stats", "lim", "--json"]));
     assert_eq!(stats["memory_limit_bytes"], 1u64 << 30);
     let shown = d.ok(&["policy", "show", "--zone", "lim"]);
@@ -168,19 +124,11 @@ fn invalid_policy_leaves_the_zone_unchanged() {
     };
     d.ok(&["zone", "create", "--name", "keep"]);
     let before = d.ok(&["policy", "show", "--zone", "keep"]);
-    let limit_file = d
-        .cgroup_dir("memory", "zone-1")
-        .join("memory.limit_in_bytes");
+    let limit_file = d.cgroup_dir("memory", "zone-1").join("memory.limit_in_bytes");
     let limit_before = read(&limit_file);
     let cases = [
-        (
-            "[network]\nmode = \"quantum\"\n",
-            "network.mode: unknown network mode \"quantum\"",
-        ),
-        (
-            "[resources]\nmemory_limit = \"3Mi\"\n",
-            "resources.memory_limit",
-        ),
+        ("[network]\nmode = \"quantum\"\n", "network.mode: unknown network mode \"quantum\""),
+        ("[resources]\nmemory_limit = \"3Mi\"\n", "resources.memory_limit"),
         ("[resources]\npids_max = 0\n", "resources.pids_max"),
         ("[capabilities]\nallowed = [\"SYS_ADMIN\"]\n", "privileged"),
         ("[bogus]\nx = 1\n", "unknown section [bogus]"),
@@ -190,10 +138,7 @@ fn invalid_policy_leaves_the_zone_unchanged() {
     for (n, (text, expected)) in cases.iter().enumerate() {
         let file = d.write_file(&format!("bad{n}.toml"), text);
         let error = d.fails(&["policy", "apply", "--zone", "keep", file.to_str().unwrap()]);
-        assert!(
-            error.contains(expected),
-            "{text:?}: expected {expected:?} in {error}"
-        );
+        assert!(error.contains(expected), "{text:?}: expected {expected:?} in {error}");
     }
     assert_eq!(d.ok(&["policy", "show", "--zone", "keep"]), before);
     assert_eq!(read(&limit_file), limit_before);
@@ -204,14 +149,7 @@ fn invalid_policy_leaves_the_zone_unchanged() {
     assert!(error.contains("unknown network mode"), "{error}");
 
     // An invalid policy at create leaves no zone and no cgroup behind.
-    let error = d.fails(&[
-        "zone",
-        "create",
-        "--name",
-        "new",
-        "--policy",
-        bad.to_str().unwrap(),
-    ]);
+    let error = d.fails(&["zone", "create", "--name", "new", "--policy", bad.to_str().unwrap()]);
     assert!(error.contains("network.mode"), "{error}");
     assert!(d.fails(&["zone", "inspect", "new"]).contains("not found"));
     assert!(!d.cgroup_dir("unified", "zone-2").exists());
@@ -226,23 +164,13 @@ fn policy_show_output_reapplies_as_a_no_op() {
         "p.toml",
         "[network]\nmode = \"bridged\"\nallowed_egress = [\"0.0.0.0/0:443\"]\n[resources]\nmemory_limit = \"1Gi\"\n",
     );
-    d.ok(&[
-        "zone",
-        "create",
-        "--name",
-        "rt",
-        "--policy",
-        policy.to_str().unwrap(),
-    ]);
+    d.ok(&["zone", "create", "--name", "rt", "--policy", policy.to_str().unwrap()]);
     let shown = d.ok(&["policy", "show", "--zone", "rt"]);
     assert!(shown.contains("mode = \"bridged\""), "{shown}");
     assert!(shown.contains("memory_limit = \"1Gi\""), "{shown}");
     let again = d.write_file("again.toml", &shown);
     let out = d.ok(&["policy", "apply", "--zone", "rt", again.to_str().unwrap()]);
-    assert!(
-        out.contains("live:          none"),
-        "re-applying changed something: {out}"
-    );
+    assert!(out.contains("live:          none"), "re-applying changed something: {out}");
     assert_eq!(d.ok(&["policy", "show", "--zone", "rt"]), shown);
 }
 
@@ -255,20 +183,8 @@ fn privileged_zones_take_privileged_policies() {
     let path = admin.to_str().unwrap();
     let error = d.fails(&["zone", "create", "--name", "p", "--policy", path]);
     assert!(error.contains("CAP_SYS_ADMIN"), "{error}");
-    d.ok(&[
-        "zone",
-        "create",
-        "--name",
-        "p",
-        "--type",
-        "privileged",
-        "--policy",
-        path,
-    ]);
-    assert_eq!(
-        json(&d.ok(&["zone", "inspect", "p"]))["zone_type"],
-        "Privileged"
-    );
+    d.ok(&["zone", "create", "--name", "p", "--type", "privileged", "--policy", path]);
+    assert_eq!(json(&d.ok(&["zone", "inspect", "p"]))["zone_type"], "Privileged");
     let error = d.fails(&["zone", "create", "--name", "g", "--type", "global"]);
     assert!(error.contains("cannot be created"), "{error}");
 }
@@ -308,26 +224,13 @@ fn restart_keeps_zones_and_reconciles_cgroups() {
         without_cgroup_id(before),
         "zones and ids survive"
     );
-    assert!(
-        d.cgroup_dir("unified", "zone-1").is_dir(),
-        "missing cgroup re-created"
-    );
-    let limit = read(
-        &d.cgroup_dir("memory", "zone-1")
-            .join("memory.limit_in_bytes"),
-    );
-    assert_eq!(
-        limit,
-        (512u64 << 20).to_string(),
-        "re-created with the policy's limit"
-    );
+    assert!(d.cgroup_dir("unified", "zone-1").is_dir(), "missing cgroup re-created");
+    let limit = read(&d.cgroup_dir("memory", "zone-1").join("memory.limit_in_bytes"));
+    assert_eq!(limit, (512u64 << 20).to_string(), "re-created with the policy's limit");
     assert!(!orphan.exists(), "orphan cgroup removed");
     let log = d.log();
-    assert!(
-        log.contains("re-created the zone's missing cgroup"),
-        "{log}"
-    );
-    assert!(log.contains("removed a cgroup that no zone owns"), "{log}");
+    assert!(log.contains("re-created the zone's missing kernel object zone=a (cgroup)"), "{log}");
+    assert!(log.contains("removed a kernel object that no zone owns object=cgroup zone-99"), "{log}");
 
     // Numeric ids stay held: the next zone takes the free id 2, not 1 or 3.
     d.ok(&["zone", "create", "--name", "d"]);
@@ -368,10 +271,7 @@ fn second_daemon_on_the_same_state_dir_is_refused() {
         .expect("run second daemon");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("another daemon already uses the state dir"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("another daemon already uses the state dir"), "{stderr}");
     // The first one is unaffected.
     d.ok(&["zone", "list"]);
 }
@@ -389,40 +289,21 @@ fn unauthorised_peers_are_refused_and_group_members_admitted() {
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 4242);
 
     // Outside the group, the socket's mode keeps the peer out.
-    let out = d
-        .command(&["zone", "list"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let out = d.command(&["zone", "list"]).uid(65534).gid(65534).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
 
     // Even with the mode opened up, the daemon's credential check refuses the peer.
     std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = d
-        .command(&["zone", "list"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
+    let out = d.command(&["zone", "list"]).uid(65534).gid(65534).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused the connection"), "{stderr}");
     assert!(stderr.contains("uid 65534"), "{stderr}");
 
     // A member of the group is admitted.
-    let out = d
-        .command(&["zone", "list"])
-        .uid(65534)
-        .gid(4242)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = d.command(&["zone", "list"]).uid(65534).gid(4242).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -437,23 +318,14 @@ fn cli_reports_a_missing_daemon_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr.trim(),
-        format!("rauha: daemon not running at {}", socket.display())
-    );
+    assert_eq!(stderr.trim(), format!("rauha: daemon not running at {}", socket.display()));
 }
 
 #[test]
 fn version_names_revision_and_features() {
-    let out = std::process::Command::new(harness::RAUHA)
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(harness::RAUHA).arg("--version").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(
-        text.starts_with(&format!("rauha {} (git ", env!("CARGO_PKG_VERSION"))),
-        "{text}"
-    );
+    assert!(text.starts_with(&format!("rauha {} (git ", env!("CARGO_PKG_VERSION"))), "{text}");
     assert!(text.contains("features: "), "{text}");
 }

@@ -4,6 +4,9 @@
 
 pub mod linux;
 
+use std::path::PathBuf;
+
+use crate::shim::protocol::CgroupSpec;
 use crate::zone::Zone;
 
 /// Kernel-side facts about a zone, reported to clients.
@@ -49,6 +52,16 @@ pub trait IsolationBackend: Send + Sync {
     fn destroy_zone(&self, zone: &Zone) -> Result<(), BackendError>;
     /// Live usage and limits.
     fn zone_usage(&self, zone: &Zone) -> Result<ZoneUsage, BackendError>;
+    /// The pinned network namespace a zone's containers join; `None` for host-mode zones.
+    fn zone_netns(&self, zone: &Zone) -> Option<PathBuf>;
+    /// Create a container's cgroup inside its zone's; returns what the shim joins.
+    fn create_container_cgroup(
+        &self,
+        zone: &Zone,
+        container: &str,
+    ) -> Result<CgroupSpec, BackendError>;
+    /// Remove a container's cgroup, killing what is left in it.
+    fn remove_container_cgroup(&self, zone: &Zone, container: &str) -> Result<(), BackendError>;
     /// Make the kernel match `zones`: re-create missing objects, remove unowned ones.
     fn reconcile(&self, zones: &[&Zone]) -> Result<ReconcileReport, BackendError>;
 }
@@ -58,4 +71,6 @@ pub trait IsolationBackend: Send + Sync {
 pub enum BackendError {
     #[error(transparent)]
     Cgroup(#[from] linux::cgroup::CgroupError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
 }

@@ -1,6 +1,9 @@
 //! The command-line client: argh commands, human and `--json` output. It talks to the daemon
 //! only through `rpc`.
 
+mod container;
+mod image;
+mod logs;
 mod output;
 mod zone;
 
@@ -35,6 +38,17 @@ struct Cli {
 enum Command {
     Zone(zone::ZoneCommand),
     Policy(zone::PolicyCommand),
+    Run(container::Run),
+    Create(container::Create),
+    Start(container::Start),
+    Ps(container::Ps),
+    Stop(container::Stop),
+    Kill(container::Kill),
+    Rm(container::Rm),
+    Logs(container::Logs),
+    Inspect(container::Inspect),
+    Wait(container::Wait),
+    Image(image::ImageCommand),
     Info(InfoCommand),
     Daemon(DaemonArgs),
 }
@@ -58,12 +72,17 @@ pub enum CliError {
     #[error("{0}")]
     Api(#[from] rpc::ApiError),
     #[error("read {}: {source}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("encode JSON: {0}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Claim(#[from] rpc::fds::ClaimError),
+    #[error("read container output: {0}")]
+    ReadLog(std::io::Error),
+    #[error("the daemon sent no {0}")]
+    MissingStream(&'static str),
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Parse the arguments of a role that has its own top-level flags (`rauhad …`).
@@ -100,9 +119,20 @@ pub fn run(args: &[OsString]) -> ExitCode {
     };
     let request = match command {
         Command::Daemon(daemon_args) => return crate::daemon::run(daemon_args),
-        Command::Zone(command) => Request::Zone(command),
-        Command::Policy(command) => Request::Policy(command),
-        Command::Info(command) => Request::Info(command),
+        Command::Zone(c) => Request::Zone(c),
+        Command::Policy(c) => Request::Policy(c),
+        Command::Run(c) => Request::Run(c),
+        Command::Create(c) => Request::Create(c),
+        Command::Start(c) => Request::Start(c),
+        Command::Ps(c) => Request::Ps(c),
+        Command::Stop(c) => Request::Stop(c),
+        Command::Kill(c) => Request::Kill(c),
+        Command::Rm(c) => Request::Rm(c),
+        Command::Logs(c) => Request::Logs(c),
+        Command::Inspect(c) => Request::Inspect(c),
+        Command::Wait(c) => Request::Wait(c),
+        Command::Image(c) => Request::Image(c),
+        Command::Info(c) => Request::Info(c),
     };
     let socket = cli.socket.unwrap_or_else(default_socket);
     match smol::block_on(Compat::new(execute(request, socket))) {
@@ -116,28 +146,15 @@ pub fn run(args: &[OsString]) -> ExitCode {
 
 fn version_line() -> String {
     let features = crate::features();
-    let features = if features.is_empty() {
-        "none".to_owned()
-    } else {
-        features.join(",")
-    };
-    format!(
-        "rauha {} (git {}, features: {features})",
-        crate::VERSION,
-        crate::GIT_REVISION
-    )
+    let features = if features.is_empty() { "none".to_owned() } else { features.join(",") };
+    format!("rauha {} (git {}, features: {features})", crate::VERSION, crate::GIT_REVISION)
 }
 
 fn default_socket() -> PathBuf {
     let from_env = |name| std::env::var_os(name).filter(|v: &OsString| !v.is_empty());
-    from_env("RAUHA_SOCKET")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            from_env("RAUHA_RUN")
-                .map(PathBuf::from)
-                .unwrap_or(DEFAULT_RUN.into())
-                .join("rauhad.sock")
-        })
+    from_env("RAUHA_SOCKET").map(PathBuf::from).unwrap_or_else(|| {
+        from_env("RAUHA_RUN").map(PathBuf::from).unwrap_or(DEFAULT_RUN.into()).join("rauhad.sock")
+    })
 }
 
 /// A request context whose deadline suits operations that wait on the kernel (deleting a zone
@@ -152,6 +169,17 @@ pub(crate) fn context() -> tarpc::context::Context {
 enum Request {
     Zone(zone::ZoneCommand),
     Policy(zone::PolicyCommand),
+    Run(container::Run),
+    Create(container::Create),
+    Start(container::Start),
+    Ps(container::Ps),
+    Stop(container::Stop),
+    Kill(container::Kill),
+    Rm(container::Rm),
+    Logs(container::Logs),
+    Inspect(container::Inspect),
+    Wait(container::Wait),
+    Image(image::ImageCommand),
     Info(InfoCommand),
 }
 
@@ -160,19 +188,24 @@ async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError
     match request {
         Request::Zone(command) => zone::zone(&client, command).await,
         Request::Policy(command) => zone::policy(&client, command).await,
+        Request::Run(c) => container::run(&client, &socket, c).await,
+        Request::Create(c) => container::create_only(&client, &socket, c).await,
+        Request::Start(c) => container::start(&client, c).await,
+        Request::Ps(c) => container::ps(&client, c).await,
+        Request::Stop(c) => container::stop(&client, c).await,
+        Request::Kill(c) => container::kill(&client, c).await,
+        Request::Rm(c) => container::rm(&client, c).await,
+        Request::Logs(c) => container::logs(&client, &socket, c).await,
+        Request::Inspect(c) => container::inspect(&client, c).await,
+        Request::Wait(c) => container::wait(&client, c).await,
+        Request::Image(c) => image::image(&client, &socket, c).await,
         Request::Info(InfoCommand { json }) => {
             let info = client.daemon_info(context()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                println!(
-                    "Version:       {} (git {})",
-                    info.version, info.git_revision
-                );
-                println!(
-                    "Features:      {}",
-                    output::or_none(&info.features.join(","))
-                );
+                println!("Version:       {} (git {})", info.version, info.git_revision);
+                println!("Features:      {}", output::or_none(&info.features.join(",")));
                 println!("Cgroup layout: {}", info.cgroup_layout);
                 println!("State dir:     {}", info.root_dir);
                 println!("Zones:         {}", info.zone_count);

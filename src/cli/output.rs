@@ -45,11 +45,7 @@ pub fn bytes(value: u64) -> String {
 
 /// A limit where 0 means none.
 pub fn limit(value: u64, render: impl Fn(u64) -> String) -> String {
-    if value == 0 {
-        "unlimited".to_owned()
-    } else {
-        render(value)
-    }
+    if value == 0 { "unlimited".to_owned() } else { render(value) }
 }
 
 /// "none" for an empty value.

@@ -124,21 +124,15 @@ struct Show {
 }
 
 fn read_file(path: &PathBuf) -> Result<String, CliError> {
-    std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
-        path: path.clone(),
-        source,
-    })
+    std::fs::read_to_string(path)
+        .map_err(|source| CliError::ReadFile { path: path.clone(), source })
 }
 
 pub async fn zone(client: &RauhaClient, command: ZoneCommand) -> Result<ExitCode, CliError> {
     match command.action {
         ZoneAction::Create(create) => {
-            let policy_toml = create
-                .policy
-                .as_ref()
-                .map(read_file)
-                .transpose()?
-                .unwrap_or_default();
+            let policy_toml =
+                create.policy.as_ref().map(read_file).transpose()?.unwrap_or_default();
             let request = ZoneCreateRequest {
                 name: create.name,
                 zone_type: create.zone_type.unwrap_or_default(),
@@ -169,10 +163,7 @@ pub async fn zone(client: &RauhaClient, command: ZoneCommand) -> Result<ExitCode
                         ]
                     })
                     .collect();
-                output::table(
-                    &["NAME", "ID", "TYPE", "STATE", "CONTAINERS", "CREATED"],
-                    &rows,
-                );
+                output::table(&["NAME", "ID", "TYPE", "STATE", "CONTAINERS", "CREATED"], &rows);
             }
         }
         ZoneAction::Inspect(Inspect { name }) => {
@@ -229,10 +220,7 @@ pub async fn policy(client: &RauhaClient, command: PolicyCommand) -> Result<Exit
             println!("  live:          {}", list(&applied.applied_live));
             println!("  on next start: {}", list(&applied.on_next_start));
             if !applied.unavailable.is_empty() {
-                println!(
-                    "  not enforceable on this host: {}",
-                    applied.unavailable.join("; ")
-                );
+                println!("  not enforceable on this host: {}", applied.unavailable.join("; "));
             }
         }
         PolicyAction::Show(Show { zone }) => {

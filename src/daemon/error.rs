@@ -1,6 +1,10 @@
 //! Request failures inside the daemon, and their classification on the wire.
 
+use std::path::PathBuf;
+
+use super::shims::ShimCallError;
 use crate::backend::BackendError;
+use crate::image::ImageError;
 use crate::rpc::{ApiError, ErrorKind};
 use crate::store::StoreError;
 use crate::zone::{NameError, PolicyError, RegistryError};
@@ -25,11 +29,23 @@ pub enum RequestError {
     #[error("zone {zone:?}: {source}")]
     Backend { zone: String, source: BackendError },
     #[error("zone {zone:?}: {failure}; rolling back also failed: {rollback}")]
-    RollbackFailed {
-        zone: String,
-        failure: String,
-        rollback: BackendError,
-    },
+    RollbackFailed { zone: String, failure: String, rollback: BackendError },
+    #[error("container {0:?} not found")]
+    ContainerNotFound(String),
+    #[error("a container named {0:?} already exists")]
+    ContainerExists(String),
+    #[error("container {container:?} is {state}; cannot {action}")]
+    ContainerState { container: String, state: &'static str, action: &'static str },
+    #[error("container {0:?} is running; stop it first or use --force")]
+    ContainerRunning(String),
+    #[error("image {0:?} not found locally; pull it first (rauha image pull {0})")]
+    ImageNotFound(String),
+    #[error(transparent)]
+    Image(ImageError),
+    #[error(transparent)]
+    Shim(ShimCallError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl RequestError {
@@ -41,12 +57,34 @@ impl RequestError {
             Self::Registry(RegistryError::Duplicate(_)) => ErrorKind::AlreadyExists,
             Self::Registry(RegistryError::NotFound(_)) => ErrorKind::NotFound,
             Self::Registry(RegistryError::IdsExhausted(_)) => ErrorKind::Unavailable,
-            Self::ZoneDeleting { .. } | Self::ZoneHasContainers { .. } => {
-                ErrorKind::FailedPrecondition
-            }
-            Self::Store(_) | Self::Backend { .. } | Self::RollbackFailed { .. } => {
-                ErrorKind::Internal
-            }
+            Self::ZoneDeleting { .. }
+            | Self::ZoneHasContainers { .. }
+            | Self::ContainerState { .. }
+            | Self::ContainerRunning(_) => ErrorKind::FailedPrecondition,
+            Self::ContainerNotFound(_) | Self::ImageNotFound(_) => ErrorKind::NotFound,
+            Self::ContainerExists(_) => ErrorKind::AlreadyExists,
+            Self::Image(error) => match error.kind() {
+                crate::image::ErrorKind::NotFound => ErrorKind::NotFound,
+                crate::image::ErrorKind::InvalidArgument => ErrorKind::InvalidArgument,
+                crate::image::ErrorKind::Unavailable => ErrorKind::Unavailable,
+                crate::image::ErrorKind::Unauthorized => ErrorKind::PermissionDenied,
+                crate::image::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
+                crate::image::ErrorKind::Internal => ErrorKind::Internal,
+            },
+            Self::Shim(ShimCallError::Failed(failure)) => match failure.kind {
+                crate::shim::protocol::FailureKind::NotFound => ErrorKind::NotFound,
+                crate::shim::protocol::FailureKind::AlreadyExists => ErrorKind::AlreadyExists,
+                crate::shim::protocol::FailureKind::InvalidRequest
+                | crate::shim::protocol::FailureKind::StartFailed => ErrorKind::InvalidArgument,
+                crate::shim::protocol::FailureKind::InvalidState
+                | crate::shim::protocol::FailureKind::NotRunning => ErrorKind::FailedPrecondition,
+                _ => ErrorKind::Internal,
+            },
+            Self::Store(_)
+            | Self::Backend { .. }
+            | Self::RollbackFailed { .. }
+            | Self::Shim(_)
+            | Self::Io { .. } => ErrorKind::Internal,
         }
     }
 }

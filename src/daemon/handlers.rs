@@ -7,7 +7,8 @@ use tarpc::context::Context;
 
 use super::Daemon;
 use crate::rpc::{
-    ApiError, DaemonInfo, PolicyApplied, Rauha, ZoneCreateRequest, ZoneInfo, ZoneStats,
+    ApiError, ContainerCreateRequest, ContainerInfo, DaemonInfo, ImageInfo, PolicyApplied,
+    PruneSummary, Rauha, Ticket, ZoneCreateRequest, ZoneInfo, ZoneStats,
 };
 
 /// One handle per connection onto the shared daemon.
@@ -21,7 +22,7 @@ impl Server {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Daemon) -> Result<T, super::error::RequestError> + Send + 'static,
+        work: impl FnOnce(&Arc<Daemon>) -> Result<T, super::error::RequestError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let daemon = Arc::clone(&self.0);
         smol::unblock(move || work(&daemon)).await.map_err(|error| {
@@ -73,11 +74,111 @@ impl Rauha for Server {
         zone: String,
         policy_toml: String,
     ) -> Result<PolicyApplied, ApiError> {
-        self.blocking(move |d| d.apply_policy(&zone, &policy_toml))
-            .await
+        self.blocking(move |d| d.apply_policy(&zone, &policy_toml)).await
     }
 
     async fn policy_get(self, _: Context, zone: String) -> Result<String, ApiError> {
         self.blocking(move |d| d.policy_toml(&zone)).await
+    }
+
+    async fn container_create(
+        self,
+        _: Context,
+        request: ContainerCreateRequest,
+    ) -> Result<ContainerInfo, ApiError> {
+        self.blocking(move |d| d.create_container(request)).await
+    }
+
+    async fn container_start(
+        self,
+        _: Context,
+        container: String,
+    ) -> Result<ContainerInfo, ApiError> {
+        self.blocking(move |d| d.start_container(&container)).await
+    }
+
+    async fn container_stop(
+        self,
+        _: Context,
+        container: String,
+        timeout_seconds: u32,
+    ) -> Result<ContainerInfo, ApiError> {
+        self.blocking(move |d| d.stop_container(&container, timeout_seconds)).await
+    }
+
+    async fn container_kill(
+        self,
+        _: Context,
+        container: String,
+        signal: i32,
+    ) -> Result<(), ApiError> {
+        self.blocking(move |d| d.kill_container(&container, signal)).await
+    }
+
+    async fn container_delete(
+        self,
+        _: Context,
+        container: String,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        self.blocking(move |d| d.delete_container(&container, force)).await
+    }
+
+    async fn container_get(self, _: Context, container: String) -> Result<ContainerInfo, ApiError> {
+        self.blocking(move |d| d.get_container(&container)).await
+    }
+
+    async fn container_list(
+        self,
+        _: Context,
+        zone: Option<String>,
+    ) -> Result<Vec<ContainerInfo>, ApiError> {
+        self.blocking(move |d| d.list_containers(zone.as_deref())).await
+    }
+
+    async fn container_wait(
+        self,
+        _: Context,
+        container: String,
+    ) -> Result<ContainerInfo, ApiError> {
+        self.blocking(move |d| d.wait_container(&container)).await
+    }
+
+    async fn container_logs(self, _: Context, container: String) -> Result<Ticket, ApiError> {
+        self.blocking(move |d| d.container_logs(&container)).await
+    }
+
+    async fn image_pull(
+        self,
+        _: Context,
+        reference: String,
+        platform: Option<String>,
+    ) -> Result<Ticket, ApiError> {
+        self.blocking(move |d| d.pull_image(reference, platform)).await
+    }
+
+    async fn image_import(
+        self,
+        _: Context,
+        path: String,
+        tag: Option<String>,
+    ) -> Result<Vec<ImageInfo>, ApiError> {
+        self.blocking(move |d| d.import_image(&path, tag.as_deref())).await
+    }
+
+    async fn image_list(self, _: Context) -> Result<Vec<ImageInfo>, ApiError> {
+        self.blocking(|d| d.list_images()).await
+    }
+
+    async fn image_inspect(self, _: Context, reference: String) -> Result<ImageInfo, ApiError> {
+        self.blocking(move |d| d.inspect_image(&reference)).await
+    }
+
+    async fn image_remove(self, _: Context, reference: String) -> Result<(), ApiError> {
+        self.blocking(move |d| d.remove_image(&reference)).await
+    }
+
+    async fn image_prune(self, _: Context) -> Result<PruneSummary, ApiError> {
+        self.blocking(|d| d.prune_images()).await
     }
 }

@@ -1,16 +1,20 @@
 //! The daemon role: start-up (lock, store, recovery), the request handlers, and the accept loop
 //! on the local socket.
 
+mod containers;
 mod error;
 mod handlers;
+mod images;
 mod peer;
+mod shims;
 mod zones;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use argh::FromArgs;
@@ -24,6 +28,8 @@ use uuid::Uuid;
 
 use crate::backend::linux::LinuxBackend;
 use crate::backend::{IsolationBackend, ZoneKernelInfo};
+use crate::container::Container;
+use crate::image::{ImageService, RegistryConfig};
 use crate::store::Store;
 use crate::zone::{Zone, ZoneRegistry, ZoneState};
 pub use zones::format_timestamp;
@@ -54,6 +60,10 @@ pub struct DaemonArgs {
     /// (default $RAUHA_CGROUP_PARENT or "rauha")
     #[argh(option)]
     pub cgroup_parent: Option<String>,
+    /// registry configuration (mirrors, insecure registries, credentials)
+    /// (default $RAUHA_REGISTRIES or /etc/rauha/registries.toml; a missing file means defaults)
+    #[argh(option)]
+    pub registries: Option<PathBuf>,
 }
 
 /// Start-up failures; each stops the daemon with a message naming the step.
@@ -65,32 +75,24 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("load zones: {0}")]
     Record(#[from] crate::zone::ZoneRecordError),
-    #[error("cgroups: {0}")]
-    Cgroup(#[from] crate::backend::linux::cgroup::CgroupError),
+    #[error("isolation backend: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("images: {0}")]
+    Image(#[from] crate::image::ImageError),
+    #[error("create {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: std::io::Error },
     #[error("start-up reconciliation: {0}")]
     Reconcile(String),
     #[error("create runtime dir {}: {source}", path.display())]
-    RunDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    RunDir { path: PathBuf, source: std::io::Error },
     #[error("another daemon is serving on {}", path.display())]
     SocketInUse { path: PathBuf },
     #[error("remove stale socket {}: {source}", path.display())]
-    StaleSocket {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    StaleSocket { path: PathBuf, source: std::io::Error },
     #[error("bind {}: {source}", path.display())]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Bind { path: PathBuf, source: std::io::Error },
     #[error("set owner and mode of {}: {source}", path.display())]
-    SocketMode {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    SocketMode { path: PathBuf, source: std::io::Error },
     #[error("install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -103,29 +105,20 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub group: Option<u32>,
     pub cgroup_parent: String,
+    pub registries: PathBuf,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 impl DaemonConfig {
     /// Flags first, then environment, then defaults.
     pub fn resolve(args: DaemonArgs) -> Result<Self, StartError> {
-        let root = args
-            .root
-            .or_else(|| env_path("RAUHA_ROOT"))
-            .unwrap_or(DEFAULT_ROOT.into());
-        let run_dir = args
-            .run_dir
-            .or_else(|| env_path("RAUHA_RUN"))
-            .unwrap_or(DEFAULT_RUN.into());
-        let socket = args
-            .socket
-            .or_else(|| env_path("RAUHA_SOCKET"))
-            .unwrap_or(run_dir.join("rauhad.sock"));
+        let root = args.root.or_else(|| env_path("RAUHA_ROOT")).unwrap_or(DEFAULT_ROOT.into());
+        let run_dir = args.run_dir.or_else(|| env_path("RAUHA_RUN")).unwrap_or(DEFAULT_RUN.into());
+        let socket =
+            args.socket.or_else(|| env_path("RAUHA_SOCKET")).unwrap_or(run_dir.join("rauhad.sock"));
         let group = args
             .group
             .map(|spec| peer::resolve_group(&spec, Path::new("/etc/group")))
@@ -133,29 +126,21 @@ impl DaemonConfig {
             .map_err(StartError::Config)?;
         let cgroup_parent = args
             .cgroup_parent
-            .or_else(|| {
-                std::env::var("RAUHA_CGROUP_PARENT")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
+            .or_else(|| std::env::var("RAUHA_CGROUP_PARENT").ok().filter(|v| !v.is_empty()))
             .unwrap_or_else(|| "rauha".to_owned());
         let parent = Path::new(&cgroup_parent);
         if parent.is_absolute()
-            || parent
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            || parent.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
         {
             return Err(StartError::Config(format!(
                 "--cgroup-parent: {cgroup_parent:?} must be a relative path without . or .."
             )));
         }
-        Ok(Self {
-            root,
-            run_dir,
-            socket,
-            group,
-            cgroup_parent,
-        })
+        let registries = args
+            .registries
+            .or_else(|| env_path("RAUHA_REGISTRIES"))
+            .unwrap_or_else(|| "/etc/rauha/registries.toml".into());
+        Ok(Self { root, run_dir, socket, group, cgroup_parent, registries })
     }
 }
 
@@ -164,32 +149,65 @@ pub struct Daemon {
     config: DaemonConfig,
     store: Store,
     backend: Box<dyn IsolationBackend>,
-    /// Held across each mutation's kernel and store work, which serialises mutations.
+    images: ImageService,
+    shims: shims::Shims,
+    /// Held across each zone mutation's kernel and store work, which serialises them.
     zones: Mutex<ZoneRegistry>,
     kernel: Mutex<HashMap<Uuid, ZoneKernelInfo>>,
     cpu_samples: Mutex<HashMap<Uuid, (Instant, u64)>>,
+    containers: Mutex<BTreeMap<Uuid, Container>>,
+    /// Signalled on every container record change (exit events wake `wait` and `stop`).
+    container_changed: Condvar,
+    /// Last records of auto-removed containers, for waiters that arrive after the removal.
+    removed: Mutex<HashMap<Uuid, Container>>,
+    /// File descriptors parked for a client's claim on the fd channel.
+    tickets: Mutex<HashMap<u128, (Instant, Vec<OwnedFd>)>>,
 }
 
 impl Daemon {
-    /// Lock the state dir, load every record, finish interrupted deletions and make the kernel
-    /// match the store.
-    pub fn start(config: DaemonConfig) -> Result<Self, StartError> {
+    /// Lock the state dir, load every record, finish interrupted deletions, make the kernel
+    /// match the store and re-adopt running shims.
+    pub fn start(config: DaemonConfig) -> Result<Arc<Self>, StartError> {
         let store = Store::open(&config.root)?;
-        let backend = LinuxBackend::new(&config.cgroup_parent)?;
+        let backend = LinuxBackend::new(&config.cgroup_parent, &config.run_dir)?;
+        let shim_procs = backend.shim_procs_files()?;
+        let registries = RegistryConfig::load(&config.registries)?;
+        let images = ImageService::open(&config.root.join("images"), store.database(), registries)?;
         let zones = store
             .load_zones()?
             .into_iter()
             .map(Zone::from_record)
             .collect::<Result<Vec<_>, _>>()?;
-        let daemon = Self {
-            config,
-            store,
-            backend: Box::new(backend),
-            zones: Mutex::new(ZoneRegistry::from_zones(zones.iter().cloned())),
-            kernel: Mutex::new(HashMap::new()),
-            cpu_samples: Mutex::new(HashMap::new()),
-        };
+        let containers = store.load_containers()?;
+        let shim_dir = config.run_dir.join("shims");
+        std::fs::create_dir_all(&shim_dir)
+            .map_err(|source| StartError::StateDir { path: shim_dir.clone(), source })?;
+        let executable = std::env::current_exe()
+            .map_err(|source| StartError::StateDir { path: "/proc/self/exe".into(), source })?;
+        let daemon = Arc::new_cyclic(|weak: &std::sync::Weak<Daemon>| {
+            let weak = weak.clone();
+            let sink: shims::EventSink = Arc::new(move |zone, event| {
+                if let Some(daemon) = weak.upgrade() {
+                    daemon.on_shim_event(zone, event);
+                }
+            });
+            Self {
+                shims: shims::Shims::new(shim_dir, executable, shim_procs, sink),
+                config,
+                store,
+                backend: Box::new(backend),
+                images,
+                zones: Mutex::new(ZoneRegistry::from_zones(zones.iter().cloned())),
+                kernel: Mutex::new(HashMap::new()),
+                cpu_samples: Mutex::new(HashMap::new()),
+                containers: Mutex::new(containers.into_iter().map(|c| (c.id, c)).collect()),
+                container_changed: Condvar::new(),
+                removed: Mutex::new(HashMap::new()),
+                tickets: Mutex::new(HashMap::new()),
+            }
+        });
         daemon.recover(zones)?;
+        daemon.recover_containers();
         Ok(daemon)
     }
 
@@ -197,26 +215,26 @@ impl Daemon {
         self.zones.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn containers(&self) -> MutexGuard<'_, BTreeMap<Uuid, Container>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn recover(&self, zones: Vec<Zone>) -> Result<(), StartError> {
-        let (deleting, live): (Vec<Zone>, Vec<Zone>) = zones
-            .into_iter()
-            .partition(|zone| zone.state == ZoneState::Deleting);
+        let (deleting, live): (Vec<Zone>, Vec<Zone>) =
+            zones.into_iter().partition(|zone| zone.state == ZoneState::Deleting);
         for zone in &deleting {
-            self.finish_deletion(zone)
-                .map_err(|e| StartError::Reconcile(e.to_string()))?;
+            self.finish_deletion(zone).map_err(|e| StartError::Reconcile(e.to_string()))?;
             self.registry().remove(&zone.name);
             tracing::info!(zone = %zone.name, "finished a deletion interrupted by the last daemon");
         }
         let live_refs: Vec<&Zone> = live.iter().collect();
-        let report = self
-            .backend
-            .reconcile(&live_refs)
-            .map_err(|e| StartError::Reconcile(e.to_string()))?;
+        let report =
+            self.backend.reconcile(&live_refs).map_err(|e| StartError::Reconcile(e.to_string()))?;
         for name in &report.recreated {
-            tracing::warn!(zone = %name, "re-created the zone's missing cgroup");
+            tracing::warn!(zone = %name, "re-created the zone's missing kernel object");
         }
         for orphan in &report.removed_orphans {
-            tracing::warn!(cgroup = %orphan, "removed a cgroup that no zone owns");
+            tracing::warn!(object = %orphan, "removed a kernel object that no zone owns");
         }
         let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
         for zone in &live {
@@ -253,10 +271,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 async fn serve(config: DaemonConfig) -> Result<(), StartError> {
@@ -283,7 +298,7 @@ async fn serve(config: DaemonConfig) -> Result<(), StartError> {
         let next = futures::future::select(Box::pin(listener.accept()), signals.next()).await;
         match next {
             futures::future::Either::Left((Ok((stream, _)), _)) => {
-                accept(stream, config.group, server.clone())
+                accept(stream, config.group, server.clone(), Arc::clone(&daemon))
             }
             futures::future::Either::Left((Err(error), _)) => {
                 tracing::warn!(%error, "accept failed");
@@ -300,21 +315,32 @@ async fn serve(config: DaemonConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-fn accept(stream: UnixStream, group: Option<u32>, server: handlers::Server) {
+fn accept(stream: UnixStream, group: Option<u32>, server: handlers::Server, daemon: Arc<Daemon>) {
     let verdict = peer::admit(&stream, group);
     if let crate::rpc::Handshake::Refused(reason) = &verdict {
         tracing::warn!(%reason, "refused a client");
     }
     smol::spawn(Compat::new(async move {
-        let Some(transport) = crate::rpc::admit(stream, verdict).await else {
-            return;
-        };
-        BaseChannel::with_defaults(transport)
-            .execute(server.serve())
-            .for_each(|response| async move {
-                smol::spawn(Compat::new(response)).detach();
-            })
-            .await;
+        match crate::rpc::admit(stream, verdict).await {
+            Some(crate::rpc::Admitted::Rpc(transport)) => {
+                BaseChannel::with_defaults(transport)
+                    .execute(server.serve())
+                    .for_each(|response| async move {
+                        smol::spawn(Compat::new(response)).detach();
+                    })
+                    .await;
+            }
+            Some(crate::rpc::Admitted::Fds(stream)) => {
+                let claimed = smol::unblock(move || {
+                    crate::rpc::fds::serve_claim(stream, |ticket| daemon.claim_fds(ticket))
+                })
+                .await;
+                if let Err(error) = claimed {
+                    tracing::debug!(%error, "fd claim");
+                }
+            }
+            None => {}
+        }
     }))
     .detach();
 }
@@ -324,32 +350,21 @@ fn accept(stream: UnixStream, group: Option<u32>, server: handlers::Server) {
 async fn bind_socket(config: &DaemonConfig) -> Result<UnixListener, StartError> {
     let path = &config.socket;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| StartError::RunDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StartError::RunDir { path: dir.to_owned(), source })?;
     }
-    std::fs::create_dir_all(&config.run_dir).map_err(|source| StartError::RunDir {
-        path: config.run_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&config.run_dir)
+        .map_err(|source| StartError::RunDir { path: config.run_dir.clone(), source })?;
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(StartError::SocketInUse { path: path.clone() });
         }
-        std::fs::remove_file(path).map_err(|source| StartError::StaleSocket {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::remove_file(path)
+            .map_err(|source| StartError::StaleSocket { path: path.clone(), source })?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| StartError::Bind {
-        path: path.clone(),
-        source,
-    })?;
-    let mode_error = |source| StartError::SocketMode {
-        path: path.clone(),
-        source,
-    };
+    let listener = UnixListener::bind(path)
+        .map_err(|source| StartError::Bind { path: path.clone(), source })?;
+    let mode_error = |source| StartError::SocketMode { path: path.clone(), source };
     if let Some(gid) = config.group {
         std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(mode_error)?;
     }

@@ -25,9 +25,7 @@ pub fn admit(socket: impl AsFd, group: Option<u32>) -> Handshake {
     if cred.gid.as_raw() == group || supplementary_groups(pid).contains(&group) {
         Handshake::Accepted
     } else {
-        Handshake::Refused(format!(
-            "uid {uid} is neither root nor a member of group {group}"
-        ))
+        Handshake::Refused(format!("uid {uid} is neither root nor a member of group {group}"))
     }
 }
 
@@ -37,12 +35,7 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("Groups:"))
-        .map(|groups| {
-            groups
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
+        .map(|groups| groups.split_whitespace().filter_map(|g| g.parse().ok()).collect())
         .unwrap_or_default()
 }
 
@@ -64,12 +57,7 @@ pub fn resolve_group(spec: &str, group_file: &Path) -> Result<u32, String> {
         })
         .find(|(name, _)| *name == spec)
         .map(|(_, gid)| gid)
-        .ok_or_else(|| {
-            format!(
-                "--group: no group named {spec:?} in {}",
-                group_file.display()
-            )
-        })
+        .ok_or_else(|| format!("--group: no group named {spec:?} in {}", group_file.display()))
 }
 
 #[cfg(test)]

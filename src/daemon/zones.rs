@@ -22,27 +22,24 @@ impl Daemon {
             numeric_id: zone.numeric_id,
             zone_type: zone::zone_type_label(zone.zone_type()).to_owned(),
             state: zone.state.as_str().to_owned(),
-            container_count: 0,
+            container_count: self.container_count(zone.id),
             created_at: format_timestamp(zone.created_at),
             cgroup_path: kernel.cgroup_path,
             cgroup_id: kernel.cgroup_id,
         }
     }
 
+    fn container_count(&self, zone_id: Uuid) -> u32 {
+        self.containers().values().filter(|c| c.zone_id == zone_id).count() as u32
+    }
+
     fn kernel_info(&self, id: Uuid) -> ZoneKernelInfo {
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned()
-            .unwrap_or_default()
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned().unwrap_or_default()
     }
 
     pub fn create_zone(&self, request: ZoneCreateRequest) -> Result<ZoneInfo, RequestError> {
-        zone::validate_zone_name(&request.name).map_err(|source| RequestError::InvalidName {
-            name: request.name.clone(),
-            source,
-        })?;
+        zone::validate_zone_name(&request.name)
+            .map_err(|source| RequestError::InvalidName { name: request.name.clone(), source })?;
         let requested_type = zone::parse_requested_type(&request.zone_type)
             .map_err(RequestError::InvalidArgument)?;
         let policy = Policy::parse_for_type(&request.policy_toml, requested_type)?;
@@ -62,17 +59,11 @@ impl Daemon {
         let kernel = self
             .backend
             .create_zone(&zone)
-            .map_err(|source| RequestError::Backend {
-                zone: zone.name.clone(),
-                source,
-            })?;
+            .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
         if let Err(error) = self.store.put_zone(&zone.to_record()) {
             return Err(self.roll_back_creation(&zone, error.into()));
         }
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(zone.id, kernel);
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner()).insert(zone.id, kernel);
         let info = self.info(&zone);
         zones.insert(zone)?;
         tracing::info!(zone = %info.name, id = %info.id, numeric_id = info.numeric_id, "zone created");
@@ -98,16 +89,29 @@ impl Daemon {
         Ok(self.info(self.registry().get(name)?))
     }
 
-    pub fn delete_zone(&self, name: &str, _force: bool) -> Result<(), RequestError> {
-        let mut zones = self.registry();
-        let mut zone = zones.get(name)?.clone();
-        // Persist the intent first: a daemon that dies half-way finishes the job at start
-        // instead of resurrecting a half-removed zone.
-        if zone.state != ZoneState::Deleting {
-            zone.state = ZoneState::Deleting;
-            self.store.put_zone(&zone.to_record())?;
-            zones.update(zone.clone());
+    pub fn delete_zone(&self, name: &str, force: bool) -> Result<(), RequestError> {
+        let zone = {
+            let mut zones = self.registry();
+            let mut zone = zones.get(name)?.clone();
+            let containers = self.container_count(zone.id) as usize;
+            if containers > 0 && !force {
+                return Err(RequestError::ZoneHasContainers { zone: zone.name, count: containers });
+            }
+            // Persist the intent first: a daemon that dies half-way finishes the job at start
+            // instead of resurrecting a half-removed zone. It also closes the zone to new
+            // containers.
+            if zone.state != ZoneState::Deleting {
+                zone.state = ZoneState::Deleting;
+                self.store.put_zone(&zone.to_record())?;
+                zones.update(zone.clone());
+            }
+            zone
+        };
+        for container in self.zone_containers(zone.id) {
+            self.delete_container(&container.id.to_string(), true)?;
         }
+        self.shims.stop(zone.numeric_id);
+        let mut zones = self.registry();
         self.finish_deletion(&zone)?;
         zones.remove(name);
         tracing::info!(zone = %name, "zone deleted");
@@ -118,15 +122,9 @@ impl Daemon {
     pub(super) fn finish_deletion(&self, zone: &Zone) -> Result<(), RequestError> {
         self.backend
             .destroy_zone(zone)
-            .map_err(|source| RequestError::Backend {
-                zone: zone.name.clone(),
-                source,
-            })?;
+            .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
         self.store.delete_zone(zone.id)?;
-        self.kernel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&zone.id);
+        self.kernel.lock().unwrap_or_else(|e| e.into_inner()).remove(&zone.id);
         Ok(())
     }
 
@@ -137,10 +135,7 @@ impl Daemon {
     ) -> Result<PolicyApplied, RequestError> {
         let mut zones = self.registry();
         // Validate before looking up, so a broken policy reads as such even for an unknown zone.
-        let current_type = zones
-            .get(name)
-            .map(Zone::zone_type)
-            .unwrap_or(ZoneType::NonGlobal);
+        let current_type = zones.get(name).map(Zone::zone_type).unwrap_or(ZoneType::NonGlobal);
         let policy = Policy::parse_for_type(policy_toml, Some(current_type))?;
         let old = zones.get(name)?.clone();
         if old.state == ZoneState::Deleting {
@@ -158,10 +153,7 @@ impl Daemon {
         let mut new = old.clone();
         new.policy = policy;
 
-        let backend_error = |source| RequestError::Backend {
-            zone: name.to_owned(),
-            source,
-        };
+        let backend_error = |source| RequestError::Backend { zone: name.to_owned(), source };
         let unavailable = self.backend.apply_policy(&new).map_err(backend_error)?;
         if let Err(error) = self.store.put_zone(&new.to_record()) {
             // Put the old limits back so kernel and store agree again.
@@ -190,15 +182,12 @@ impl Daemon {
 
     pub fn zone_stats(&self, name: &str) -> Result<ZoneStats, RequestError> {
         let zone = self.registry().get(name)?.clone();
-        let backend_error = |source| RequestError::Backend {
-            zone: name.to_owned(),
-            source,
-        };
+        let backend_error = |source| RequestError::Backend { zone: name.to_owned(), source };
         let usage = self.backend.zone_usage(&zone).map_err(backend_error)?;
         let cpu_usage_percent = self.cpu_percent(zone.id, usage.cpu_usage_usec);
         Ok(ZoneStats {
             zone_id: zone.id.to_string(),
-            container_count: 0,
+            container_count: self.container_count(zone.id),
             cpu_usage_percent,
             cpu_usage_usec: usage.cpu_usage_usec,
             memory_usage_bytes: usage.memory_usage_bytes,

@@ -26,9 +26,7 @@ impl<Item, SinkItem: Serialize> Serializer<SinkItem> for Postcard<Item, SinkItem
     type Error = io::Error;
 
     fn serialize(self: Pin<&mut Self>, item: &SinkItem) -> Result<Bytes, Self::Error> {
-        postcard::to_stdvec(item)
-            .map(Bytes::from)
-            .map_err(io::Error::other)
+        postcard::to_stdvec(item).map(Bytes::from).map_err(io::Error::other)
     }
 }
 

@@ -5,10 +5,11 @@
 
 mod codec;
 mod connection;
+pub mod fds;
 mod types;
 
 pub use codec::Postcard;
-pub use connection::{ConnectError, Handshake, ServerTransport, admit, connect};
+pub use connection::{Admitted, ConnectError, Handshake, ServerTransport, admit, connect};
 pub use types::*;
 
 /// Every operation the daemon offers.
@@ -30,4 +31,41 @@ pub trait Rauha {
     async fn policy_apply(zone: String, policy_toml: String) -> Result<PolicyApplied, ApiError>;
     /// The zone's effective policy, every key, in the format of POLICY.md.
     async fn policy_get(zone: String) -> Result<String, ApiError>;
+
+    /// Create a container in a zone from an image already in the store.
+    async fn container_create(request: ContainerCreateRequest) -> Result<ContainerInfo, ApiError>;
+    /// Start a created container; replies once its process has exec'd (or failed to).
+    async fn container_start(container: String) -> Result<ContainerInfo, ApiError>;
+    /// SIGTERM, then SIGKILL after `timeout_seconds` (0 = 10).
+    async fn container_stop(
+        container: String,
+        timeout_seconds: u32,
+    ) -> Result<ContainerInfo, ApiError>;
+    /// Send a signal to the container's init process.
+    async fn container_kill(container: String, signal: i32) -> Result<(), ApiError>;
+    /// Remove a container; `force` stops a running one first.
+    async fn container_delete(container: String, force: bool) -> Result<(), ApiError>;
+    /// One container by id, id prefix or name.
+    async fn container_get(container: String) -> Result<ContainerInfo, ApiError>;
+    /// Containers, optionally of one zone, ordered by creation.
+    async fn container_list(zone: Option<String>) -> Result<Vec<ContainerInfo>, ApiError>;
+    /// Wait until the container has stopped; replies with its final state.
+    async fn container_wait(container: String) -> Result<ContainerInfo, ApiError>;
+    /// Ticket for the container's log files (oldest first, current last), read-only, collected
+    /// over the fd channel.
+    async fn container_logs(container: String) -> Result<Ticket, ApiError>;
+
+    /// Start pulling an image. The ticket is for the read end of a pipe carrying
+    /// [`PullEvent`]s as JSON lines; the last line says `Done` or `Failed`.
+    async fn image_pull(reference: String, platform: Option<String>) -> Result<Ticket, ApiError>;
+    /// Import an OCI layout (dir or tar) or a `docker save` tarball from the daemon's host.
+    async fn image_import(path: String, tag: Option<String>) -> Result<Vec<ImageInfo>, ApiError>;
+    /// All stored images.
+    async fn image_list() -> Result<Vec<ImageInfo>, ApiError>;
+    /// One image by reference or digest.
+    async fn image_inspect(reference: String) -> Result<ImageInfo, ApiError>;
+    /// Remove a tag (and the image with its last tag); refused while a container uses it.
+    async fn image_remove(reference: String) -> Result<(), ApiError>;
+    /// Remove untagged unused images, unreferenced blobs and unpacked layers.
+    async fn image_prune() -> Result<PruneSummary, ApiError>;
 }

@@ -31,10 +31,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 }
 
@@ -108,4 +105,86 @@ pub struct PolicyApplied {
     pub on_next_start: Vec<String>,
     /// Limits the host cannot enforce (for example a missing controller), with the reason.
     pub unavailable: Vec<String>,
+}
+
+/// `run`/`create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerCreateRequest {
+    pub zone: String,
+    /// Empty = generated.
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's cmd (the entrypoint stays).
+    pub command: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Empty = the image's.
+    pub working_dir: String,
+    /// Empty = the image's; `user`, `uid`, `user:group` or `uid:gid`.
+    pub user: String,
+    /// Remove once stopped.
+    pub auto_remove: bool,
+}
+
+/// A container as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub zone_id: String,
+    pub zone_name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub command: Vec<String>,
+    /// "Created", "Running" or "Stopped".
+    pub state: String,
+    /// Host pid of the container's init while it runs; 0 otherwise.
+    pub pid: u32,
+    pub created_at: String,
+    /// Empty until started.
+    pub started_at: String,
+    /// Empty until stopped.
+    pub finished_at: String,
+    pub exit_code: Option<i32>,
+    pub exit_signal: Option<i32>,
+    pub oom_killed: bool,
+    pub auto_remove: bool,
+}
+
+/// A one-time claim on file descriptors the daemon holds for a client, collected over the fd
+/// channel of the socket (see `rpc::fds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket(pub u128);
+
+/// An image as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Manifest digest.
+    pub digest: String,
+    /// Tags in full form (`docker.io/library/alpine:latest`).
+    pub tags: Vec<String>,
+    /// Sum of the layer blob sizes.
+    pub size: u64,
+    pub created_at: String,
+    pub platform: String,
+    /// Layer blob digests, lowest first.
+    pub layers: Vec<String>,
+    pub config_json: String,
+}
+
+/// One line of a pull's progress pipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullEvent {
+    Progress { status: String, layer: String, current: u64, total: u64 },
+    Done(ImageInfo),
+    Failed(ApiError),
+}
+
+/// What `image prune` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneSummary {
+    pub images_removed: Vec<String>,
+    pub blobs_removed: u64,
+    pub layers_removed: u64,
+    pub bytes_freed: u64,
 }

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::container::Container;
+
 /// A zone as persisted (the current layout).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneRecord {
@@ -38,9 +40,27 @@ impl StoredZone {
         Self::V1(record.clone())
     }
 
-    pub(super) fn into_current(self) -> Result<ZoneRecord, String> {
+    pub(super) fn into_current(self) -> ZoneRecord {
         match self {
-            Self::V1(record) => Ok(record),
+            Self::V1(record) => record,
+        }
+    }
+}
+
+/// Every layout a container record has had. Append new versions; never reorder or edit old ones.
+#[derive(Serialize, Deserialize)]
+pub(super) enum StoredContainer {
+    V1(Container),
+}
+
+impl StoredContainer {
+    pub(super) fn from_current(container: &Container) -> Self {
+        Self::V1(container.clone())
+    }
+
+    pub(super) fn into_current(self) -> Container {
+        match self {
+            Self::V1(container) => container,
         }
     }
 }

@@ -57,10 +57,7 @@ fn newer_schema_is_refused() {
     {
         let store = Store::open(dir.path()).unwrap();
         let txn = store.db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
         txn.commit().unwrap();
     }
     match Store::open(dir.path()) {

@@ -45,11 +45,7 @@ pub struct Zone {
 #[derive(Debug, thiserror::Error)]
 pub enum ZoneRecordError {
     #[error("zone {name} ({id}): stored policy is invalid: {source}")]
-    Policy {
-        id: Uuid,
-        name: String,
-        source: PolicyError,
-    },
+    Policy { id: Uuid, name: String, source: PolicyError },
     #[error("zone {name} ({id}): stored creation time {millis} is out of range")]
     CreatedAt { id: Uuid, name: String, millis: i64 },
 }
@@ -82,12 +78,9 @@ impl Zone {
 
     /// Rebuild a zone from its persisted form.
     pub fn from_record(record: ZoneRecord) -> Result<Self, ZoneRecordError> {
-        let policy =
-            Policy::parse(&record.policy_toml).map_err(|source| ZoneRecordError::Policy {
-                id: record.id,
-                name: record.name.clone(),
-                source,
-            })?;
+        let policy = Policy::parse(&record.policy_toml).map_err(|source| {
+            ZoneRecordError::Policy { id: record.id, name: record.name.clone(), source }
+        })?;
         let created_at = Timestamp::from_millisecond(record.created_at_ms).map_err(|_| {
             ZoneRecordError::CreatedAt {
                 id: record.id,

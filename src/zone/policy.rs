@@ -34,32 +34,18 @@ pub const IO_WEIGHT_RANGE: (u64, u64) = (1, 10_000);
 /// Longest zone name in bytes.
 pub const MAX_ZONE_NAME_BYTES: usize = 128;
 
-const SECTIONS: [&str; 7] = [
-    "zone",
-    "capabilities",
-    "resources",
-    "network",
-    "filesystem",
-    "devices",
-    "syscalls",
-];
+const SECTIONS: [&str; 7] =
+    ["zone", "capabilities", "resources", "network", "filesystem", "devices", "syscalls"];
 
 /// Why a policy was rejected; each message names the dotted key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// The text is not valid TOML.
     #[error("toml syntax error at line {line}, column {column}: {message}")]
-    Syntax {
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { line: usize, column: usize, message: String },
     /// The policy names a zone type other than the one the zone has or the request asks for.
     #[error("zone.type: the policy says \"{policy}\" but the zone is \"{requested}\"")]
-    ZoneTypeConflict {
-        policy: ZoneType,
-        requested: ZoneType,
-    },
+    ZoneTypeConflict { policy: ZoneType, requested: ZoneType },
     /// A top-level table that is not one of the policy's sections.
     #[error("unknown section [{section}]")]
     UnknownSection { section: String },
@@ -71,19 +57,10 @@ pub enum PolicyError {
     UnknownKey { section: &'static str, key: String },
     /// A value of the wrong TOML type.
     #[error("{key}: expected {expected}, found {found}")]
-    WrongType {
-        key: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    WrongType { key: String, expected: &'static str, found: &'static str },
     /// An integer outside its allowed range.
     #[error("{key}: {value} is out of range {min}..={max}")]
-    OutOfRange {
-        key: &'static str,
-        value: i64,
-        min: u64,
-        max: u64,
-    },
+    OutOfRange { key: &'static str, value: i64, min: u64, max: u64 },
     /// `zone.type = "global"`.
     #[error("zone.type: \"global\" is the host and cannot be created")]
     GlobalZone,
@@ -101,10 +78,7 @@ pub enum PolicyError {
     PrivilegedCapability { capability: Capability },
     /// A `resources.memory_limit` that is not a size.
     #[error("resources.memory_limit: invalid size {value:?}: {source}")]
-    InvalidMemorySize {
-        value: String,
-        source: MemorySizeError,
-    },
+    InvalidMemorySize { value: String, source: MemorySizeError },
     /// A `resources.memory_limit` below `MIN_MEMORY_BYTES`.
     #[error("resources.memory_limit: {value:?} is below the minimum of 4Mi")]
     MemoryBelowMinimum { value: String },
@@ -113,18 +87,10 @@ pub enum PolicyError {
     InvalidZoneName { name: String, source: NameError },
     /// An invalid entry in `network.allowed_egress` or `network.allowed_ingress`.
     #[error("{key}: invalid network {value:?}: {source}")]
-    InvalidCidr {
-        key: &'static str,
-        value: String,
-        source: CidrError,
-    },
+    InvalidCidr { key: &'static str, value: String, source: CidrError },
     /// An invalid path in `filesystem.writable_paths` or `devices.allowed`.
     #[error("{key}: invalid path {path:?}: {source}")]
-    InvalidPath {
-        key: &'static str,
-        path: String,
-        source: PathError,
-    },
+    InvalidPath { key: &'static str, path: String, source: PathError },
     /// A writable `/` in a non-privileged zone.
     #[error("filesystem.writable_paths: \"/\" requires zone.type = \"privileged\"")]
     WritableRootNeedsPrivileged,
@@ -341,10 +307,7 @@ impl Capability {
     pub fn from_name(name: &str) -> Option<Capability> {
         let upper = name.to_ascii_uppercase();
         let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-        Capability::ALL
-            .iter()
-            .copied()
-            .find(|cap| cap.bare_name() == bare)
+        Capability::ALL.iter().copied().find(|cap| cap.bare_name() == bare)
     }
 
     /// Whether only a privileged zone may hold this capability (each one reaches the host).
@@ -384,9 +347,7 @@ pub struct CapabilitySet {
 impl CapabilitySet {
     /// The empty set.
     pub fn empty() -> Self {
-        CapabilitySet {
-            caps: BTreeSet::new(),
-        }
+        CapabilitySet { caps: BTreeSet::new() }
     }
 
     /// Whether `cap` is in the set.
@@ -423,9 +384,7 @@ impl Default for CapabilitySet {
 
 impl FromIterator<Capability> for CapabilitySet {
     fn from_iter<I: IntoIterator<Item = Capability>>(iter: I) -> Self {
-        CapabilitySet {
-            caps: iter.into_iter().collect(),
-        }
+        CapabilitySet { caps: iter.into_iter().collect() }
     }
 }
 
@@ -534,10 +493,7 @@ impl FromStr for MemorySize {
         };
         // Only ASCII digits remain, so the parse can fail only by overflowing.
         let count: u64 = digits.parse().map_err(|_| MemorySizeError::Overflow)?;
-        count
-            .checked_mul(multiplier)
-            .map(MemorySize)
-            .ok_or(MemorySizeError::Overflow)
+        count.checked_mul(multiplier).map(MemorySize).ok_or(MemorySizeError::Overflow)
     }
 }
 
@@ -642,16 +598,11 @@ impl IpPrefix {
     pub fn new(addr: IpAddr, len: u8) -> Result<Self, CidrError> {
         let max = max_prefix_len(addr);
         if len > max {
-            return Err(CidrError::PrefixLength {
-                len: len.to_string(),
-                max,
-            });
+            return Err(CidrError::PrefixLength { len: len.to_string(), max });
         }
         let network = mask_addr(addr, len);
         if network != addr {
-            return Err(CidrError::HostBits {
-                network: format!("{network}/{len}"),
-            });
+            return Err(CidrError::HostBits { network: format!("{network}/{len}") });
         }
         Ok(IpPrefix { addr, len })
     }
@@ -686,18 +637,14 @@ impl FromStr for IpPrefix {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| CidrError::Address(addr_text.to_owned()))?;
+        let addr: IpAddr =
+            addr_text.parse().map_err(|_| CidrError::Address(addr_text.to_owned()))?;
         let max = max_prefix_len(addr);
         let len = match len_text {
             None => max,
-            Some(l) => parse_digits::<u8>(l).filter(|n| *n <= max).ok_or_else(|| {
-                CidrError::PrefixLength {
-                    len: l.to_owned(),
-                    max,
-                }
-            })?,
+            Some(l) => parse_digits::<u8>(l)
+                .filter(|n| *n <= max)
+                .ok_or_else(|| CidrError::PrefixLength { len: l.to_owned(), max })?,
         };
         IpPrefix::new(addr, len)
     }
@@ -756,9 +703,7 @@ impl FromStr for CidrRule {
             }
             let port = match after {
                 "" => None,
-                _ => Some(parse_port(
-                    after.strip_prefix(':').ok_or(CidrError::AfterBracket)?,
-                )?),
+                _ => Some(parse_port(after.strip_prefix(':').ok_or(CidrError::AfterBracket)?)?),
             };
             return Ok(CidrRule { network, port });
         }
@@ -767,28 +712,19 @@ impl FromStr for CidrRule {
                 Some((_, len)) if len.contains(':') => CidrError::UnbracketedIpv6Port,
                 _ => e,
             })?;
-            return Ok(CidrRule {
-                network,
-                port: None,
-            });
+            return Ok(CidrRule { network, port: None });
         }
         match s.split_once(':') {
-            Some((net, port)) => Ok(CidrRule {
-                network: net.parse()?,
-                port: Some(parse_port(port)?),
-            }),
-            None => Ok(CidrRule {
-                network: s.parse()?,
-                port: None,
-            }),
+            Some((net, port)) => {
+                Ok(CidrRule { network: net.parse()?, port: Some(parse_port(port)?) })
+            }
+            None => Ok(CidrRule { network: s.parse()?, port: None }),
         }
     }
 }
 
 fn parse_port(s: &str) -> Result<u16, CidrError> {
-    parse_digits::<u16>(s)
-        .filter(|p| *p != 0)
-        .ok_or_else(|| CidrError::Port(s.to_owned()))
+    parse_digits::<u16>(s).filter(|p| *p != 0).ok_or_else(|| CidrError::Port(s.to_owned()))
 }
 
 impl fmt::Display for CidrRule {
@@ -810,9 +746,7 @@ pub struct Filesystem {
 
 impl Default for Filesystem {
     fn default() -> Self {
-        Filesystem {
-            writable_paths: vec!["/tmp".to_owned()],
-        }
+        Filesystem { writable_paths: vec!["/tmp".to_owned()] }
     }
 }
 
@@ -891,15 +825,12 @@ impl Policy {
         toml_text: &str,
         zone_type: Option<ZoneType>,
     ) -> Result<Policy, PolicyError> {
-        let root: Table = toml_text
-            .parse()
-            .map_err(|e: toml::de::Error| syntax_error(toml_text, &e))?;
+        let root: Table =
+            toml_text.parse().map_err(|e: toml::de::Error| syntax_error(toml_text, &e))?;
         for (key, value) in &root {
             if !SECTIONS.contains(&key.as_str()) {
                 return Err(match value {
-                    Value::Table(_) => PolicyError::UnknownSection {
-                        section: key.clone(),
-                    },
+                    Value::Table(_) => PolicyError::UnknownSection { section: key.clone() },
                     _ => PolicyError::UnknownTopLevelKey { key: key.clone() },
                 });
             }
@@ -925,15 +856,7 @@ impl Policy {
         )?;
         let devices = parse_devices(&Section::get(&root, "devices", &["allowed"])?)?;
         let syscalls = parse_syscalls(&Section::get(&root, "syscalls", &["deny"])?)?;
-        Ok(Policy {
-            zone,
-            capabilities,
-            resources,
-            network,
-            filesystem,
-            devices,
-            syscalls,
-        })
+        Ok(Policy { zone, capabilities, resources, network, filesystem, devices, syscalls })
     }
 
     /// Renders the effective policy with every key, in the layout of `POLICY.md`.
@@ -943,10 +866,7 @@ impl Policy {
             out += &format!("name = {}\n", toml_string(name));
         }
         out += &format!("type = \"{}\"\n", self.zone.zone_type);
-        out += &format!(
-            "\n[capabilities]\nallowed = {}\n",
-            toml_list(self.capabilities.iter())
-        );
+        out += &format!("\n[capabilities]\nallowed = {}\n", toml_list(self.capabilities.iter()));
         let r = &self.resources;
         out += &format!(
             "\n[resources]\ncpu_shares = {}\nmemory_limit = \"{}\"\npids_max = {}\nio_weight = {}\n",
@@ -964,10 +884,7 @@ impl Policy {
             "\n[filesystem]\nwritable_paths = {}\n",
             toml_list(&self.filesystem.writable_paths)
         );
-        out += &format!(
-            "\n[devices]\nallowed = {}\n",
-            toml_list(&self.devices.allowed)
-        );
+        out += &format!("\n[devices]\nallowed = {}\n", toml_list(&self.devices.allowed));
         out += &format!("\n[syscalls]\ndeny = {}\n", toml_list(&self.syscalls.deny));
         out
     }
@@ -984,10 +901,7 @@ fn toml_string(s: &str) -> String {
 }
 
 fn toml_list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    let items: Vec<String> = items
-        .into_iter()
-        .map(|i| toml_string(&i.to_string()))
-        .collect();
+    let items: Vec<String> = items.into_iter().map(|i| toml_string(&i.to_string())).collect();
     format!("[{}]", items.join(", "))
 }
 
@@ -998,11 +912,7 @@ fn syntax_error(text: &str, err: &toml::de::Error) -> PolicyError {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = before.get(line_start..).unwrap_or_default().chars().count() + 1;
-    PolicyError::Syntax {
-        line,
-        column,
-        message: err.message().trim_end().to_owned(),
-    }
+    PolicyError::Syntax { line, column, message: err.message().trim_end().to_owned() }
 }
 
 fn type_name(value: &Value) -> &'static str {
@@ -1036,15 +946,10 @@ impl<'a> Section<'a> {
                 });
             }
         };
-        if let Some(key) = table
-            .into_iter()
-            .flat_map(|t| t.keys())
-            .find(|k| !keys.contains(&k.as_str()))
+        if let Some(key) =
+            table.into_iter().flat_map(|t| t.keys()).find(|k| !keys.contains(&k.as_str()))
         {
-            return Err(PolicyError::UnknownKey {
-                section: name,
-                key: key.clone(),
-            });
+            return Err(PolicyError::UnknownKey { section: name, key: key.clone() });
         }
         Ok(Section { name, table })
     }
@@ -1081,12 +986,7 @@ impl<'a> Section<'a> {
             Some(Value::Integer(i)) => u64::try_from(*i)
                 .ok()
                 .filter(|v| (min..=max).contains(v))
-                .ok_or(PolicyError::OutOfRange {
-                    key: dotted,
-                    value: *i,
-                    min,
-                    max,
-                }),
+                .ok_or(PolicyError::OutOfRange { key: dotted, value: *i, min, max }),
             Some(other) => Err(PolicyError::WrongType {
                 key: dotted.to_owned(),
                 expected: "an integer",
@@ -1127,10 +1027,7 @@ impl<'a> Section<'a> {
 /// Removes repeated items, keeping the first occurrence so the written order survives.
 fn dedup_keep_order<T: Eq + std::hash::Hash + Clone>(items: Vec<T>) -> Vec<T> {
     let mut seen = HashSet::new();
-    items
-        .into_iter()
-        .filter(|item| seen.insert(item.clone()))
-        .collect()
+    items.into_iter().filter(|item| seen.insert(item.clone())).collect()
 }
 
 fn parse_zone(
@@ -1144,16 +1041,11 @@ fn parse_zone(
         Some("privileged") => ZoneType::Privileged,
         Some("global") => return Err(PolicyError::GlobalZone),
         Some(other) => {
-            return Err(PolicyError::UnknownZoneType {
-                value: other.to_owned(),
-            });
+            return Err(PolicyError::UnknownZoneType { value: other.to_owned() });
         }
     };
     if let Some(requested) = requested.filter(|&requested| requested != zone_type) {
-        return Err(PolicyError::ZoneTypeConflict {
-            policy: zone_type,
-            requested,
-        });
+        return Err(PolicyError::ZoneTypeConflict { policy: zone_type, requested });
     }
     Ok(ZoneSection { name, zone_type })
 }
@@ -1168,9 +1060,8 @@ fn parse_capabilities(
     let set = names
         .into_iter()
         .map(|name| {
-            Capability::from_name(name).ok_or_else(|| PolicyError::UnknownCapability {
-                value: name.to_owned(),
-            })
+            Capability::from_name(name)
+                .ok_or_else(|| PolicyError::UnknownCapability { value: name.to_owned() })
         })
         .collect::<Result<CapabilitySet, _>>()?;
     if zone_type != ZoneType::Privileged {
@@ -1212,9 +1103,7 @@ fn parse_memory_limit(section: &Section<'_>) -> Result<Option<MemorySize>, Polic
         Some(Value::String(s)) => (s.clone(), s.parse::<MemorySize>()),
         Some(Value::Integer(i)) => (
             i.to_string(),
-            u64::try_from(*i)
-                .map(MemorySize)
-                .map_err(|_| MemorySizeError::Negative),
+            u64::try_from(*i).map(MemorySize).map_err(|_| MemorySizeError::Negative),
         ),
         Some(Value::Float(f)) => (f.to_string(), Err(MemorySizeError::Fraction)),
         Some(other) => {
@@ -1225,10 +1114,8 @@ fn parse_memory_limit(section: &Section<'_>) -> Result<Option<MemorySize>, Polic
             });
         }
     };
-    let size = parsed.map_err(|source| PolicyError::InvalidMemorySize {
-        value: text.clone(),
-        source,
-    })?;
+    let size =
+        parsed.map_err(|source| PolicyError::InvalidMemorySize { value: text.clone(), source })?;
     if size.bytes() < MIN_MEMORY_BYTES {
         return Err(PolicyError::MemoryBelowMinimum { value: text });
     }
@@ -1241,9 +1128,7 @@ fn parse_network(section: &Section<'_>) -> Result<Network, PolicyError> {
         Some("bridged") => NetworkMode::Bridged,
         Some("host") => NetworkMode::Host,
         Some(other) => {
-            return Err(PolicyError::UnknownNetworkMode {
-                value: other.to_owned(),
-            });
+            return Err(PolicyError::UnknownNetworkMode { value: other.to_owned() });
         }
     };
     let allowed_zones = section
@@ -1253,10 +1138,7 @@ fn parse_network(section: &Section<'_>) -> Result<Network, PolicyError> {
         .map(|name| {
             validate_zone_name(name)
                 .map(|()| name.to_owned())
-                .map_err(|source| PolicyError::InvalidZoneName {
-                    name: name.to_owned(),
-                    source,
-                })
+                .map_err(|source| PolicyError::InvalidZoneName { name: name.to_owned(), source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Network {
@@ -1299,25 +1181,19 @@ fn parse_paths(
     let paths = paths
         .into_iter()
         .map(|path| {
-            check(path)
-                .map(|()| path.to_owned())
-                .map_err(|source| PolicyError::InvalidPath {
-                    key: dotted,
-                    path: path.to_owned(),
-                    source,
-                })
+            check(path).map(|()| path.to_owned()).map_err(|source| PolicyError::InvalidPath {
+                key: dotted,
+                path: path.to_owned(),
+                source,
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(dedup_keep_order(paths)))
 }
 
 fn parse_filesystem(section: &Section<'_>, zone_type: ZoneType) -> Result<Filesystem, PolicyError> {
-    let Some(writable_paths) = parse_paths(
-        section,
-        "writable_paths",
-        "filesystem.writable_paths",
-        check_path,
-    )?
+    let Some(writable_paths) =
+        parse_paths(section, "writable_paths", "filesystem.writable_paths", check_path)?
     else {
         return Ok(Filesystem::default());
     };
@@ -1337,9 +1213,7 @@ fn check_device_path(path: &str) -> Result<(), PathError> {
 
 fn parse_devices(section: &Section<'_>) -> Result<Devices, PolicyError> {
     let allowed = parse_paths(section, "allowed", "devices.allowed", check_device_path)?;
-    Ok(Devices {
-        allowed: allowed.unwrap_or_default(),
-    })
+    Ok(Devices { allowed: allowed.unwrap_or_default() })
 }
 
 fn parse_syscalls(section: &Section<'_>) -> Result<Syscalls, PolicyError> {
@@ -1355,9 +1229,7 @@ fn parse_syscalls(section: &Section<'_>) -> Result<Syscalls, PolicyError> {
             }),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Syscalls {
-        deny: dedup_keep_order(deny),
-    })
+    Ok(Syscalls { deny: dedup_keep_order(deny) })
 }
 
 /// A part of a policy that `live_changes` reports on.
@@ -1452,9 +1324,7 @@ impl PolicyDiff {
 
     /// Whether applying must be refused while the zone has running containers.
     pub fn needs_no_running_containers(&self) -> bool {
-        self.changes
-            .iter()
-            .any(|c| c.apply == ApplyMode::NeedsNoRunningContainers)
+        self.changes.iter().any(|c| c.apply == ApplyMode::NeedsNoRunningContainers)
     }
 }
 
@@ -1474,32 +1344,12 @@ pub fn live_changes(old: &Policy, new: &Policy) -> PolicyDiff {
         ApplyMode::Live
     };
     let checks = [
-        (
-            old.zone.name == new.zone.name,
-            PolicyPart::ZoneName,
-            ApplyMode::Live,
-        ),
-        (
-            old.zone.zone_type == new.zone.zone_type,
-            PolicyPart::ZoneType,
-            ApplyMode::NewProcesses,
-        ),
-        (
-            old.capabilities == new.capabilities,
-            PolicyPart::Capabilities,
-            ApplyMode::NewProcesses,
-        ),
-        (
-            old.resources == new.resources,
-            PolicyPart::Resources,
-            ApplyMode::Live,
-        ),
+        (old.zone.name == new.zone.name, PolicyPart::ZoneName, ApplyMode::Live),
+        (old.zone.zone_type == new.zone.zone_type, PolicyPart::ZoneType, ApplyMode::NewProcesses),
+        (old.capabilities == new.capabilities, PolicyPart::Capabilities, ApplyMode::NewProcesses),
+        (old.resources == new.resources, PolicyPart::Resources, ApplyMode::Live),
         (o.mode == n.mode, PolicyPart::NetworkMode, mode_apply),
-        (
-            same_set(&o.allowed_zones, &n.allowed_zones),
-            PolicyPart::AllowedZones,
-            ApplyMode::Live,
-        ),
+        (same_set(&o.allowed_zones, &n.allowed_zones), PolicyPart::AllowedZones, ApplyMode::Live),
         (
             same_set(&o.allowed_egress, &n.allowed_egress),
             PolicyPart::AllowedEgress,
@@ -1511,10 +1361,7 @@ pub fn live_changes(old: &Policy, new: &Policy) -> PolicyDiff {
             ApplyMode::Live,
         ),
         (
-            same_set(
-                &old.filesystem.writable_paths,
-                &new.filesystem.writable_paths,
-            ),
+            same_set(&old.filesystem.writable_paths, &new.filesystem.writable_paths),
             PolicyPart::WritablePaths,
             ApplyMode::NewProcesses,
         ),
@@ -1574,10 +1421,7 @@ mod tests {
         assert_eq!(ok("# only a comment\n\n"), p);
         assert_eq!(p.zone_type(), ZoneType::NonGlobal);
         assert_eq!(p.zone.name, None);
-        assert_eq!(
-            p.capabilities,
-            DEFAULT_CAPABILITIES.into_iter().collect::<CapabilitySet>()
-        );
+        assert_eq!(p.capabilities, DEFAULT_CAPABILITIES.into_iter().collect::<CapabilitySet>());
         assert_eq!(p.capabilities.len(), 14);
         assert_eq!(p.resources.cpu_shares, 1024);
         assert_eq!(p.resources.memory_limit.bytes(), 512 * 1024 * 1024);
@@ -1667,11 +1511,7 @@ deny = ["mount", "umount2", "pivot_root"]
         );
         assert_eq!(p.network.allowed_zones, ["frontend"]);
         assert_eq!(
-            p.network
-                .allowed_egress
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
+            p.network.allowed_egress.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["0.0.0.0/0:443", "10.1.0.0/16", "[2001:db8::/32]:53"]
         );
         assert_eq!(p.filesystem.writable_paths, ["/tmp", "/var/log"]);
@@ -1705,14 +1545,8 @@ deny = ["mount", "umount2", "pivot_root"]
 
     #[test]
     fn zone_section() {
-        assert_eq!(
-            ok("[zone]\ntype = \"privileged\"").zone_type(),
-            ZoneType::Privileged
-        );
-        assert_eq!(
-            ok("[zone]\ntype = \"non-global\"").zone_type(),
-            ZoneType::NonGlobal
-        );
+        assert_eq!(ok("[zone]\ntype = \"privileged\"").zone_type(), ZoneType::Privileged);
+        assert_eq!(ok("[zone]\ntype = \"non-global\"").zone_type(), ZoneType::NonGlobal);
         assert_eq!(
             err("[zone]\ntype = \"global\""),
             "zone.type: \"global\" is the host and cannot be created"
@@ -1721,14 +1555,8 @@ deny = ["mount", "umount2", "pivot_root"]
             err("[zone]\ntype = \"Privileged\""),
             "zone.type: unknown zone type \"Privileged\" (expected non-global or privileged)"
         );
-        assert_eq!(
-            err("[zone]\ntype = 1"),
-            "zone.type: expected a string, found an integer"
-        );
-        assert_eq!(
-            err("[zone]\nname = true"),
-            "zone.name: expected a string, found a boolean"
-        );
+        assert_eq!(err("[zone]\ntype = 1"), "zone.type: expected a string, found an integer");
+        assert_eq!(err("[zone]\nname = true"), "zone.name: expected a string, found a boolean");
         let p = ok("[zone]\nname = \"web \\\"prod\\\" \\\\ ü\\n\"");
         assert_eq!(p.zone.name.as_deref(), Some("web \"prod\" \\ ü\n"));
         round_trips(&p);
@@ -1738,27 +1566,15 @@ deny = ["mount", "umount2", "pivot_root"]
     fn unknown_sections_and_keys() {
         assert_eq!(err("[bar]\nx = 1"), "unknown section [bar]");
         assert_eq!(err("foo = 1"), "unknown key \"foo\" outside any section");
-        assert_eq!(
-            err("[network]\nfoo = 1"),
-            "unknown key \"foo\" in [network]"
-        );
-        assert_eq!(
-            err("[network.extra]\nx = 1"),
-            "unknown key \"extra\" in [network]"
-        );
-        assert_eq!(
-            err("network = 5"),
-            "network: expected a table, found an integer"
-        );
+        assert_eq!(err("[network]\nfoo = 1"), "unknown key \"foo\" in [network]");
+        assert_eq!(err("[network.extra]\nx = 1"), "unknown key \"extra\" in [network]");
+        assert_eq!(err("network = 5"), "network: expected a table, found an integer");
         assert_eq!(
             err("[[network]]\nmode = \"host\""),
             "network: expected a table, found an array"
         );
         // Keys are case-sensitive, as in TOML itself.
-        assert_eq!(
-            err("[zone]\nType = \"privileged\""),
-            "unknown key \"Type\" in [zone]"
-        );
+        assert_eq!(err("[zone]\nType = \"privileged\""), "unknown key \"Type\" in [zone]");
     }
 
     #[test]
@@ -1768,11 +1584,7 @@ deny = ["mount", "umount2", "pivot_root"]
             panic!("expected a syntax error, got {e:?}");
         };
         assert_eq!((*line, *column), (2, 19));
-        assert!(
-            e.to_string()
-                .starts_with("toml syntax error at line 2, column 19: "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("toml syntax error at line 2, column 19: "), "{e}");
 
         let e = Policy::parse("[resources]\npids_max = 1\npids_max = 2\n").unwrap_err();
         assert!(matches!(e, PolicyError::Syntax { line: 3, .. }), "{e:?}");
@@ -1790,11 +1602,7 @@ deny = ["mount", "umount2", "pivot_root"]
 allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
         assert_eq!(
             p.capabilities.iter().collect::<Vec<_>>(),
-            [
-                Capability::Chown,
-                Capability::Kill,
-                Capability::NetBindService
-            ]
+            [Capability::Chown, Capability::Kill, Capability::NetBindService]
         );
         assert!(
             p.to_toml()
@@ -1822,11 +1630,8 @@ allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
 
     #[test]
     fn privileged_only_capabilities() {
-        let privileged_only: Vec<_> = Capability::ALL
-            .iter()
-            .copied()
-            .filter(|c| c.requires_privileged())
-            .collect();
+        let privileged_only: Vec<_> =
+            Capability::ALL.iter().copied().filter(|c| c.requires_privileged()).collect();
         assert_eq!(privileged_only.len(), 14);
         for cap in Capability::ALL {
             let text = format!("[capabilities]\nallowed = [\"{}\"]", cap.name());
@@ -1957,26 +1762,14 @@ allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
     #[test]
     fn memory_limit_errors() {
         let cases = [
-            (
-                "\"3Mi\"",
-                "resources.memory_limit: \"3Mi\" is below the minimum of 4Mi",
-            ),
-            (
-                "\"4194303\"",
-                "resources.memory_limit: \"4194303\" is below the minimum of 4Mi",
-            ),
-            (
-                "0",
-                "resources.memory_limit: \"0\" is below the minimum of 4Mi",
-            ),
+            ("\"3Mi\"", "resources.memory_limit: \"3Mi\" is below the minimum of 4Mi"),
+            ("\"4194303\"", "resources.memory_limit: \"4194303\" is below the minimum of 4Mi"),
+            ("0", "resources.memory_limit: \"0\" is below the minimum of 4Mi"),
             (
                 "\"-1Gi\"",
                 "resources.memory_limit: invalid size \"-1Gi\": negative sizes are not allowed",
             ),
-            (
-                "-1",
-                "resources.memory_limit: invalid size \"-1\": negative sizes are not allowed",
-            ),
+            ("-1", "resources.memory_limit: invalid size \"-1\": negative sizes are not allowed"),
             (
                 "\"1.5Gi\"",
                 "resources.memory_limit: invalid size \"1.5Gi\": fractional sizes are not allowed",
@@ -2009,10 +1802,7 @@ allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
                 "resources.memory_limit: invalid size \"18446744073709551616\": \
                  size does not fit in 64 bits",
             ),
-            (
-                "\"\"",
-                "resources.memory_limit: invalid size \"\": size is empty",
-            ),
+            ("\"\"", "resources.memory_limit: invalid size \"\": size is empty"),
             (
                 "\"Mi\"",
                 "resources.memory_limit: invalid size \"Mi\": \
@@ -2023,10 +1813,7 @@ allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
                 "resources.memory_limit: invalid size \"+5Mi\": \
                  expected a whole number followed by an optional unit",
             ),
-            (
-                "true",
-                "resources.memory_limit: expected a string or an integer, found a boolean",
-            ),
+            ("true", "resources.memory_limit: expected a string or an integer, found a boolean"),
         ];
         for (text, message) in cases {
             assert_eq!(err(&format!("[resources]\nmemory_limit = {text}")), message);
@@ -2054,19 +1841,12 @@ allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
             assert_eq!(size.to_string(), text);
             assert_eq!(text.parse::<MemorySize>(), Ok(size));
         }
-        assert_eq!(
-            "1024Mi".parse::<MemorySize>().map(|s| s.to_string()),
-            Ok("1Gi".into())
-        );
+        assert_eq!("1024Mi".parse::<MemorySize>().map(|s| s.to_string()), Ok("1Gi".into()));
     }
 
     #[test]
     fn network_mode() {
-        for mode in [
-            NetworkMode::Isolated,
-            NetworkMode::Bridged,
-            NetworkMode::Host,
-        ] {
+        for mode in [NetworkMode::Isolated, NetworkMode::Bridged, NetworkMode::Host] {
             let p = ok(&format!("[network]\nmode = \"{mode}\""));
             assert_eq!(p.network.mode, mode);
             round_trips(&p);
@@ -2085,10 +1865,7 @@ allowed = ["kill", "CAP_chown", "cap_kill", "NET_BIND_SERVICE", "Cap_Chown"]"#);
     fn allowed_zones() {
         let p = ok(r#"[network]
 allowed_zones = ["frontend", "db", "frontend", "zöne with space"]"#);
-        assert_eq!(
-            p.network.allowed_zones,
-            ["frontend", "db", "zöne with space"]
-        );
+        assert_eq!(p.network.allowed_zones, ["frontend", "db", "zöne with space"]);
         round_trips(&p);
         let cases = [
             ("\"\"", "name is empty"),
@@ -2099,10 +1876,7 @@ allowed_zones = ["frontend", "db", "frontend", "zöne with space"]"#);
         ];
         for (name, reason) in cases {
             let message = err(&format!("[network]\nallowed_zones = [{name}]"));
-            assert!(
-                message.starts_with("network.allowed_zones: invalid zone name "),
-                "{message}"
-            );
+            assert!(message.starts_with("network.allowed_zones: invalid zone name "), "{message}");
             assert!(message.ends_with(reason), "{message}");
         }
         assert_eq!(
@@ -2118,10 +1892,7 @@ allowed_zones = ["frontend", "db", "frontend", "zöne with space"]"#);
         assert_eq!(validate_zone_name(&"x".repeat(128)), Ok(()));
         // 64 two-byte characters are 128 bytes: the limit counts bytes, not characters.
         assert_eq!(validate_zone_name(&"é".repeat(64)), Ok(()));
-        assert_eq!(
-            validate_zone_name(&"é".repeat(65)),
-            Err(NameError::TooLong { len: 130 })
-        );
+        assert_eq!(validate_zone_name(&"é".repeat(65)), Err(NameError::TooLong { len: 130 }));
         assert_eq!(validate_zone_name(""), Err(NameError::Empty));
         assert_eq!(
             NameError::TooLong { len: 129 }.to_string(),
@@ -2170,34 +1941,16 @@ allowed_zones = ["frontend", "db", "frontend", "zöne with space"]"#);
     #[test]
     fn cidr_rule_errors() {
         let cases = [
-            (
-                "10.1.2.0/16",
-                "host bits are set (the network is 10.1.0.0/16)",
-            ),
-            (
-                "2001:db8::1/32",
-                "host bits are set (the network is 2001:db8::/32)",
-            ),
-            (
-                "10.0.0.0/33",
-                "invalid prefix length \"33\" (expected 0..=32)",
-            ),
+            ("10.1.2.0/16", "host bits are set (the network is 10.1.0.0/16)"),
+            ("2001:db8::1/32", "host bits are set (the network is 2001:db8::/32)"),
+            ("10.0.0.0/33", "invalid prefix length \"33\" (expected 0..=32)"),
             ("::/129", "invalid prefix length \"129\" (expected 0..=128)"),
-            (
-                "10.0.0.0/+8",
-                "invalid prefix length \"+8\" (expected 0..=32)",
-            ),
+            ("10.0.0.0/+8", "invalid prefix length \"+8\" (expected 0..=32)"),
             ("10.0.0.0/", "invalid prefix length \"\" (expected 0..=32)"),
             ("10.0.0.0/8:0", "invalid port \"0\" (expected 1..=65535)"),
-            (
-                "10.0.0.0/8:70000",
-                "invalid port \"70000\" (expected 1..=65535)",
-            ),
+            ("10.0.0.0/8:70000", "invalid port \"70000\" (expected 1..=65535)"),
             ("10.0.0.0/8:", "invalid port \"\" (expected 1..=65535)"),
-            (
-                "10.0.0.0/8:http",
-                "invalid port \"http\" (expected 1..=65535)",
-            ),
+            ("10.0.0.0/8:http", "invalid port \"http\" (expected 1..=65535)"),
             (
                 "2001:db8::/32:53",
                 "an IPv6 network with a port must be bracketed, as in [2001:db8::/32]:53",
@@ -2226,11 +1979,7 @@ mode = "bridged"
 allowed_egress = ["10.0.0.1", "10.0.0.1/32", "0.0.0.0/0:443", "10.0.0.1:53"]
 allowed_ingress = ["[::1]:80", "[::1/128]:80"]"#);
         assert_eq!(
-            p.network
-                .allowed_egress
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
+            p.network.allowed_egress.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["10.0.0.1/32", "0.0.0.0/0:443", "10.0.0.1/32:53"]
         );
         assert_eq!(p.network.allowed_ingress.len(), 1);
@@ -2241,38 +1990,21 @@ allowed_ingress = ["[::1]:80", "[::1/128]:80"]"#);
     fn writable_paths() {
         let p =
             ok("[filesystem]\nwritable_paths = [\"/tmp\", \"/var/log\", \"/tmp\", \"/data dir\"]");
-        assert_eq!(
-            p.filesystem.writable_paths,
-            ["/tmp", "/var/log", "/data dir"]
-        );
+        assert_eq!(p.filesystem.writable_paths, ["/tmp", "/var/log", "/data dir"]);
         round_trips(&p);
-        assert!(
-            ok("[filesystem]\nwritable_paths = []")
-                .filesystem
-                .writable_paths
-                .is_empty()
-        );
+        assert!(ok("[filesystem]\nwritable_paths = []").filesystem.writable_paths.is_empty());
         let cases = [
             ("tmp", "not an absolute path"),
             ("", "not an absolute path"),
             ("/var/../etc", "contains a '..' component"),
             ("/var/./log", "contains a '.' component"),
-            (
-                "/var//log",
-                "contains an empty component (\"//\" or a trailing '/')",
-            ),
-            (
-                "/var/log/",
-                "contains an empty component (\"//\" or a trailing '/')",
-            ),
+            ("/var//log", "contains an empty component (\"//\" or a trailing '/')"),
+            ("/var/log/", "contains an empty component (\"//\" or a trailing '/')"),
             ("/var/\u{1}log", "contains a control character"),
         ];
         for (path, reason) in cases {
             assert_eq!(
-                err(&format!(
-                    "[filesystem]\nwritable_paths = [{}]",
-                    toml_string(path)
-                )),
+                err(&format!("[filesystem]\nwritable_paths = [{}]", toml_string(path))),
                 format!("filesystem.writable_paths: invalid path {path:?}: {reason}")
             );
         }
@@ -2296,10 +2028,7 @@ allowed_ingress = ["[::1]:80", "[::1/128]:80"]"#);
             ("/device/x", "not under /dev/"),
             ("dev/fuse", "not an absolute path"),
             ("/dev/../etc/shadow", "contains a '..' component"),
-            (
-                "/dev/",
-                "contains an empty component (\"//\" or a trailing '/')",
-            ),
+            ("/dev/", "contains an empty component (\"//\" or a trailing '/')"),
         ];
         for (path, reason) in cases {
             assert_eq!(
@@ -2316,10 +2045,7 @@ allowed_ingress = ["[::1]:80", "[::1/128]:80"]"#);
         round_trips(&p);
         assert_eq!(
             err("[syscalls]\ndeny = [\"foo\"]"),
-            format!(
-                "syscalls.deny: unknown system call \"foo\" on {}",
-                std::env::consts::ARCH
-            )
+            format!("syscalls.deny: unknown system call \"foo\" on {}", std::env::consts::ARCH)
         );
         // Names are exact, as in the kernel's table.
         assert!(err("[syscalls]\ndeny = [\"MOUNT\"]").contains("unknown system call"));
@@ -2374,10 +2100,7 @@ deny = ["bpf"]
         let bytes = postcard::to_stdvec(&p).unwrap();
         assert_eq!(postcard::from_bytes::<Policy>(&bytes).unwrap(), p);
         let default_bytes = postcard::to_stdvec(&Policy::default()).unwrap();
-        assert_eq!(
-            postcard::from_bytes::<Policy>(&default_bytes).unwrap(),
-            Policy::default()
-        );
+        assert_eq!(postcard::from_bytes::<Policy>(&default_bytes).unwrap(), Policy::default());
     }
 
     #[test]
@@ -2435,13 +2158,7 @@ deny = ["mount"]
             (PolicyPart::Devices, ApplyMode::NewProcesses),
             (PolicyPart::Syscalls, ApplyMode::NewProcesses),
         ];
-        assert_eq!(
-            diff.changes
-                .iter()
-                .map(|c| (c.part, c.apply))
-                .collect::<Vec<_>>(),
-            expected
-        );
+        assert_eq!(diff.changes.iter().map(|c| (c.part, c.apply)).collect::<Vec<_>>(), expected);
         assert_eq!(
             diff.changes[2].to_string(),
             "capabilities.allowed: applies to containers started from now on"
@@ -2457,10 +2174,7 @@ deny = ["mount"]
                 "network.mode: needs a zone with no running containers"
             );
         }
-        assert_eq!(
-            live_changes(&live, &base).changes[0].to_string(),
-            "resources: applied live"
-        );
+        assert_eq!(live_changes(&live, &base).changes[0].to_string(), "resources: applied live");
     }
 
     #[test]

@@ -40,9 +40,7 @@ impl ZoneRegistry {
     }
 
     pub fn get(&self, name: &str) -> Result<&Zone, RegistryError> {
-        self.by_name
-            .get(name)
-            .ok_or_else(|| RegistryError::NotFound(name.to_owned()))
+        self.by_name.get(name).ok_or_else(|| RegistryError::NotFound(name.to_owned()))
     }
 
     pub fn get_by_id(&self, id: Uuid) -> Option<&Zone> {
@@ -138,10 +136,7 @@ mod tests {
     fn duplicate_names_are_refused() {
         let mut registry = ZoneRegistry::default();
         registry.insert(zone("a", 1)).unwrap();
-        assert!(matches!(
-            registry.insert(zone("a", 2)),
-            Err(RegistryError::Duplicate(_))
-        ));
+        assert!(matches!(registry.insert(zone("a", 2)), Err(RegistryError::Duplicate(_))));
         assert!(registry.held_ids.contains(&1) && !registry.held_ids.contains(&2));
     }
 }

@@ -45,9 +45,7 @@ impl NetNs {
             // descriptor table or memory sharing changes under other threads.
             unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
                 .expect("unshare a network namespace");
-            File::open("/proc/thread-self/ns/net")
-                .expect("open the new netns")
-                .into()
+            File::open("/proc/thread-self/ns/net").expect("open the new netns").into()
         })
         .join()
         .expect("netns thread");
@@ -84,11 +82,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A unique cgroup parent for one test daemon.
 pub fn unique_cgroup_parent(tag: &str) -> String {
-    format!(
-        "rauha-test-{tag}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("rauha-test-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A daemon under test and everything it owns.
@@ -122,10 +116,7 @@ impl TestDaemon {
         if !privileged(test) {
             return None;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("rauha-test-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("rauha-test-").tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let run_dir = dir.path().join("run");
         let mut daemon = Self {
@@ -166,11 +157,7 @@ impl TestDaemon {
     /// Start (or restart) the daemon and wait until it accepts connections.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "daemon already running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("log");
+        let log = File::options().create(true).append(true).open(&self.log_path).expect("log");
         let child = self
             .daemon_command()
             .stdout(log.try_clone().expect("log fd"))
@@ -183,22 +170,11 @@ impl TestDaemon {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
-                panic!(
-                    "daemon exited during start-up ({status}); log:\n{}",
-                    self.log()
-                );
+                panic!("daemon exited during start-up ({status}); log:\n{}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon not ready in 20 s; log:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "daemon not ready in 20 s; log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -246,11 +222,7 @@ impl TestDaemon {
     /// A CLI command against this daemon.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(RAUHA);
-        command
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null());
+        command.arg("--socket").arg(&self.socket).args(args).stdin(Stdio::null());
         command
     }
 
@@ -292,16 +264,51 @@ impl TestDaemon {
     /// The directory of `relative` (e.g. "zone-1") under this daemon's cgroup parent in one
     /// hierarchy (e.g. "memory", "unified").
     pub fn cgroup_dir(&self, hierarchy: &str, relative: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(hierarchy)
-            .join(&self.cgroup_parent)
-            .join(relative)
+        Path::new("/sys/fs/cgroup").join(hierarchy).join(&self.cgroup_parent).join(relative)
     }
 
     fn cleanup(&mut self) -> Vec<String> {
         self.kill();
-        remove_cgroup_parent(&self.cgroup_parent)
+        let mut leaks = remove_cgroup_parent(&self.cgroup_parent);
+        leaks.extend(unmount_under(self.dir.path()));
+        leaks
     }
+
+    /// Build the busybox image with the same script the quickstart uses and import it as
+    /// `busybox` (docker.io/library/busybox:latest).
+    pub fn import_busybox(&self) {
+        let layout = self.dir.path().join("busybox-layout");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/busybox-image.sh");
+        let out =
+            Command::new("bash").arg(script).arg(&layout).output().expect("run busybox-image.sh");
+        assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
+        self.ok(&["image", "import", layout.to_str().expect("utf-8 path"), "--tag", "busybox"]);
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| PathBuf::from(point.replace("\\040", " ")))
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    mounts.dedup();
+    mounts
+}
+
+/// Detach every mount below `dir` (a daemon's pinned network namespaces); returns what stayed.
+pub fn unmount_under(dir: &Path) -> Vec<String> {
+    for point in mounts_under(dir) {
+        let _ = rustix::mount::unmount(&point, rustix::mount::UnmountFlags::DETACH);
+    }
+    mounts_under(dir)
+        .iter()
+        .map(|point| format!("mount {} still present", point.display()))
+        .collect()
 }
 
 /// Kill what runs under a test cgroup parent and remove it in every hierarchy; returns what

@@ -63,12 +63,7 @@ pub enum CgroupError {
     InvalidName { name: String, reason: &'static str },
     /// A limit is outside the range the kernel interface accepts.
     #[error("invalid {field} {value}: must be within {min}..={max}")]
-    InvalidLimit {
-        field: &'static str,
-        value: u64,
-        min: u64,
-        max: u64,
-    },
+    InvalidLimit { field: &'static str, value: u64, min: u64, max: u64 },
     /// `mkdir` of a cgroup directory failed.
     #[error("create cgroup {path}: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
@@ -80,11 +75,7 @@ pub enum CgroupError {
     ListDir { path: PathBuf, source: io::Error },
     /// Writing a cgroup interface file failed.
     #[error("write {value} to {path}: {source}")]
-    Write {
-        path: PathBuf,
-        value: String,
-        source: io::Error,
-    },
+    Write { path: PathBuf, value: String, source: io::Error },
     /// Reading a cgroup interface file failed.
     #[error("read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
@@ -99,18 +90,10 @@ pub enum CgroupError {
     NotFound { path: PathBuf },
     /// Sending SIGKILL to a member process failed (other than it being gone already).
     #[error("kill process {pid} in cgroup {path}: {source}")]
-    Kill {
-        pid: i32,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Kill { pid: i32, path: PathBuf, source: io::Error },
     /// Processes were still in the node when the bounded wait ran out.
     #[error("processes {pids:?} still in cgroup {path} after {timeout:?}")]
-    KillTimeout {
-        path: PathBuf,
-        pids: Vec<i32>,
-        timeout: Duration,
-    },
+    KillTimeout { path: PathBuf, pids: Vec<i32>, timeout: Duration },
 }
 
 /// What the host mounts.
@@ -135,12 +118,8 @@ pub enum Controller {
 
 impl Controller {
     /// Every controller, in the order limits are applied.
-    pub const ALL: [Controller; 4] = [
-        Controller::Memory,
-        Controller::Pids,
-        Controller::Cpu,
-        Controller::Io,
-    ];
+    pub const ALL: [Controller; 4] =
+        [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Io];
 
     /// Name in cgroup2 `cgroup.controllers`.
     pub fn v2_name(self) -> &'static str {
@@ -179,12 +158,7 @@ pub struct Limits {
 impl Default for Limits {
     /// The kernel's defaults: no memory or pids limit, default CPU and IO weight.
     fn default() -> Self {
-        Limits {
-            cpu_shares: 1024,
-            memory_bytes: UNLIMITED,
-            pids_max: UNLIMITED,
-            io_weight: 100,
-        }
+        Limits { cpu_shares: 1024, memory_bytes: UNLIMITED, pids_max: UNLIMITED, io_weight: 100 }
     }
 }
 
@@ -204,12 +178,7 @@ fn check_range(
     if range.contains(&value) {
         Ok(())
     } else {
-        Err(CgroupError::InvalidLimit {
-            field,
-            value,
-            min: *range.start(),
-            max: *range.end(),
-        })
+        Err(CgroupError::InvalidLimit { field, value, min: *range.start(), max: *range.end() })
     }
 }
 
@@ -282,10 +251,7 @@ impl Mounts {
             if line.trim().is_empty() {
                 continue;
             }
-            let err = |reason| CgroupError::ParseMountinfo {
-                line: index + 1,
-                reason,
-            };
+            let err = |reason| CgroupError::ParseMountinfo { line: index + 1, reason };
             let (pre, post) = line.split_once(" - ").ok_or(err("no ' - ' separator"))?;
             let pre: Vec<&str> = pre.split(' ').collect();
             let post: Vec<&str> = post.split(' ').collect();
@@ -325,10 +291,7 @@ impl Mounts {
                 _ => {}
             }
         }
-        Ok(Mounts {
-            unified,
-            v1: v1.into_iter().map(|(_, m)| m).collect(),
-        })
+        Ok(Mounts { unified, v1: v1.into_iter().map(|(_, m)| m).collect() })
     }
 
     /// The layout these mounts make; `None` when no cgroup filesystem is mounted.
@@ -363,13 +326,10 @@ fn unescape_mountinfo(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 4 <= bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
         {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            let value =
+                bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             if let Ok(byte) = u8::try_from(value) {
                 out.push(byte);
                 i += 4;
@@ -493,12 +453,8 @@ impl CgroupManager {
             0
         } else {
             // Legacy: prefer the hierarchy whose node is most likely to exist with members.
-            let legacy_order = [
-                Controller::Memory,
-                Controller::Pids,
-                Controller::Cpu,
-                Controller::Io,
-            ];
+            let legacy_order =
+                [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Io];
             let preferred = legacy_order
                 .iter()
                 .find_map(|c| mounts.v1_with(c.v1_name()))
@@ -535,18 +491,12 @@ impl CgroupManager {
     /// Where `controller`'s limits are written: the hierarchy's parent directory and whether it is
     /// cgroup2; `None` when the host offers the controller nowhere.
     pub fn controller_parent_dir(&self, controller: Controller) -> Option<(&Path, bool)> {
-        self.inner
-            .backend(controller)
-            .map(|(_, h)| (h.parent_dir.as_path(), h.kind == Kind::V2))
+        self.inner.backend(controller).map(|(_, h)| (h.parent_dir.as_path(), h.kind == Kind::V2))
     }
 
     /// The parent directory in every hierarchy used (cgroup2 first).
     pub fn parent_dirs(&self) -> Vec<PathBuf> {
-        self.inner
-            .hierarchies
-            .iter()
-            .map(|h| h.parent_dir.clone())
-            .collect()
+        self.inner.hierarchies.iter().map(|h| h.parent_dir.clone()).collect()
     }
 
     /// Create the parent nodes if missing (idempotent); on cgroup2 with controllers, enable them
@@ -599,10 +549,8 @@ impl CgroupManager {
                         enable_controllers(up, &self.inner.v2_controllers)?;
                     }
                 }
-                fs::create_dir(dir).map_err(|source| CgroupError::CreateDir {
-                    path: dir.clone(),
-                    source,
-                })?;
+                fs::create_dir(dir)
+                    .map_err(|source| CgroupError::CreateDir { path: dir.clone(), source })?;
                 created.push(dir);
             }
             let node = self.node(name, dirs.clone())?;
@@ -624,9 +572,7 @@ impl CgroupManager {
         validate_relative(name)?;
         let dirs = self.node_dirs(name);
         if let Some(missing) = dirs.iter().find(|d| !d.is_dir()) {
-            return Err(CgroupError::NotFound {
-                path: missing.clone(),
-            });
+            return Err(CgroupError::NotFound { path: missing.clone() });
         }
         self.node(name, dirs)
     }
@@ -661,12 +607,8 @@ impl CgroupManager {
 
     fn remove_with(&self, name: &str, mode: KillMode) -> Result<(), CgroupError> {
         validate_relative(name)?;
-        let dirs: Vec<(usize, PathBuf)> = self
-            .node_dirs(name)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, d)| d.is_dir())
-            .collect();
+        let dirs: Vec<(usize, PathBuf)> =
+            self.node_dirs(name).into_iter().enumerate().filter(|(_, d)| d.is_dir()).collect();
         if dirs.is_empty() {
             return Ok(());
         }
@@ -713,24 +655,14 @@ impl CgroupManager {
     }
 
     fn node_dirs(&self, name: &str) -> Vec<PathBuf> {
-        self.inner
-            .hierarchies
-            .iter()
-            .map(|h| h.parent_dir.join(name))
-            .collect()
+        self.inner.hierarchies.iter().map(|h| h.parent_dir.join(name)).collect()
     }
 
     fn node(&self, name: &str, dirs: Vec<PathBuf>) -> Result<CgroupNode, CgroupError> {
-        let identity = dirs
-            .get(self.inner.identity)
-            .cloned()
-            .ok_or(CgroupError::NoCgroupMounts)?;
+        let identity = dirs.get(self.inner.identity).cloned().ok_or(CgroupError::NoCgroupMounts)?;
         let cgroup_id = if self.inner.has_v2() {
             let stat = rustix::fs::statx(CWD, &identity, AtFlags::empty(), StatxFlags::INO)
-                .map_err(|e| CgroupError::Stat {
-                    path: identity.clone(),
-                    source: e.into(),
-                })?;
+                .map_err(|e| CgroupError::Stat { path: identity.clone(), source: e.into() })?;
             Some(stat.stx_ino)
         } else {
             None
@@ -825,11 +757,7 @@ fn kill(pid: i32, dir: &Path) -> Result<(), CgroupError> {
     };
     match rustix::process::kill_process(target, Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(e) => Err(CgroupError::Kill {
-            pid,
-            path: dir.to_owned(),
-            source: e.into(),
-        }),
+        Err(e) => Err(CgroupError::Kill { pid, path: dir.to_owned(), source: e.into() }),
     }
 }
 
@@ -910,42 +838,34 @@ impl CgroupNode {
             };
             let dir = &self.dirs[index];
             let v2 = h.kind == Kind::V2;
-            let target =
-                match controller {
-                    Controller::Cpu if v2 => Some((
-                        "cpu.weight",
-                        shares_to_weight(limits.cpu_shares).to_string(),
-                    )),
-                    Controller::Cpu => Some(("cpu.shares", limits.cpu_shares.to_string())),
-                    Controller::Memory => {
-                        // Swap (v2 memory.swap.max, v1 memory.memsw.limit_in_bytes) is left alone:
-                        // policy has no swap limit, and v1 rejects a memsw below memory anyway.
-                        let (file, unlimited) = if v2 {
-                            ("memory.max", "max")
-                        } else {
-                            ("memory.limit_in_bytes", "-1")
-                        };
-                        Some((file, limit_value(limits.memory_bytes, unlimited)))
-                    }
-                    Controller::Pids => Some(("pids.max", limit_value(limits.pids_max, "max"))),
-                    Controller::Io => {
-                        // Weight files exist only with a proportional io scheduler (iocost / BFQ,
-                        // CFQ before 5.0), and then in non-root nodes only.
-                        let candidates: [(&str, String); 2] = if v2 {
-                            [
-                                ("io.weight", format!("default {}", limits.io_weight)),
-                                ("io.bfq.weight", limits.io_weight.to_string()),
-                            ]
-                        } else {
-                            let mapped = io_weight_to_blkio(limits.io_weight).to_string();
-                            [
-                                ("blkio.weight", mapped.clone()),
-                                ("blkio.bfq.weight", mapped),
-                            ]
-                        };
-                        let found = candidates.into_iter().find(|(f, _)| dir.join(f).exists());
-                        if found.is_none() {
-                            applied.unavailable.push(UnavailableLimit {
+            let target = match controller {
+                Controller::Cpu if v2 => {
+                    Some(("cpu.weight", shares_to_weight(limits.cpu_shares).to_string()))
+                }
+                Controller::Cpu => Some(("cpu.shares", limits.cpu_shares.to_string())),
+                Controller::Memory => {
+                    // Swap (v2 memory.swap.max, v1 memory.memsw.limit_in_bytes) is left alone:
+                    // policy has no swap limit, and v1 rejects a memsw below memory anyway.
+                    let (file, unlimited) =
+                        if v2 { ("memory.max", "max") } else { ("memory.limit_in_bytes", "-1") };
+                    Some((file, limit_value(limits.memory_bytes, unlimited)))
+                }
+                Controller::Pids => Some(("pids.max", limit_value(limits.pids_max, "max"))),
+                Controller::Io => {
+                    // Weight files exist only with a proportional io scheduler (iocost / BFQ,
+                    // CFQ before 5.0), and then in non-root nodes only.
+                    let candidates: [(&str, String); 2] = if v2 {
+                        [
+                            ("io.weight", format!("default {}", limits.io_weight)),
+                            ("io.bfq.weight", limits.io_weight.to_string()),
+                        ]
+                    } else {
+                        let mapped = io_weight_to_blkio(limits.io_weight).to_string();
+                        [("blkio.weight", mapped.clone()), ("blkio.bfq.weight", mapped)]
+                    };
+                    let found = candidates.into_iter().find(|(f, _)| dir.join(f).exists());
+                    if found.is_none() {
+                        applied.unavailable.push(UnavailableLimit {
                             controller,
                             reason: format!(
                                 "{} has neither {} nor {} (no proportional-weight io scheduler)",
@@ -954,18 +874,14 @@ impl CgroupNode {
                                 if v2 { "io.bfq.weight" } else { "blkio.bfq.weight" },
                             ),
                         });
-                        }
-                        found
                     }
-                };
+                    found
+                }
+            };
             if let Some((file, value)) = target {
                 let path = dir.join(file);
                 write_file(&path, &value)?;
-                applied.written.push(WrittenLimit {
-                    controller,
-                    path,
-                    value,
-                });
+                applied.written.push(WrittenLimit { controller, path, value });
             }
         }
         Ok(applied)
@@ -987,15 +903,14 @@ impl CgroupNode {
                 stats.memory_usage_bytes = read_u64(&dir.join("memory.usage_in_bytes"))?;
                 let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
                 stats.memory_limit_bytes = (limit < V1_MEMORY_UNLIMITED_MIN).then_some(limit);
-                match read_key(&dir.join("memory.oom_control"), "oom_kill")? {
+                // v1 counts a kill only in the victim's own cgroup, not in its ancestors.
+                match sum_key_below(dir, "memory.oom_control", "oom_kill")? {
                     Some(n) => stats.oom_kills = n,
                     None => stats.unavailable.push("oom_kills"),
                 }
             }
             None => {
-                stats
-                    .unavailable
-                    .extend(["memory_usage_bytes", "memory_limit_bytes", "oom_kills"])
+                stats.unavailable.extend(["memory_usage_bytes", "memory_limit_bytes", "oom_kills"])
             }
         }
         match self.backend_dir(Controller::Pids) {
@@ -1094,19 +1009,12 @@ impl CgroupNode {
 }
 
 fn limit_value(value: u64, unlimited: &str) -> String {
-    if value == UNLIMITED {
-        unlimited.to_owned()
-    } else {
-        value.to_string()
-    }
+    if value == UNLIMITED { unlimited.to_owned() } else { value.to_string() }
 }
 
 /// Reject names that could leave the parent or are not plain relative paths.
 fn validate_relative(name: &str) -> Result<(), CgroupError> {
-    let err = |reason| CgroupError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
+    let err = |reason| CgroupError::InvalidName { name: name.to_owned(), reason };
     if name.is_empty() {
         return Err(err("empty"));
     }
@@ -1131,10 +1039,7 @@ fn read_controllers(path: &Path) -> Result<Vec<String>, CgroupError> {
         Ok(text) => Ok(text.split_whitespace().map(str::to_owned).collect()),
         // An explicit mount set without cgroup2 files (e.g. a test's fake root) offers none.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CgroupError::Read {
-            path: path.to_owned(),
-            source,
-        }),
+        Err(source) => Err(CgroupError::Read { path: path.to_owned(), source }),
     }
 }
 
@@ -1156,27 +1061,18 @@ fn enable_controllers(dir: &Path, controllers: &[Controller]) -> Result<(), Cgro
 
 /// Write `value` in a single `write(2)` to an existing interface file (never creating one).
 fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
-    let err = |source| CgroupError::Write {
-        path: path.to_owned(),
-        value: value.to_owned(),
-        source,
-    };
+    let err =
+        |source| CgroupError::Write { path: path.to_owned(), value: value.to_owned(), source };
     let mut file = fs::OpenOptions::new().write(true).open(path).map_err(err)?;
     file.write_all(value.as_bytes()).map_err(err)
 }
 
 fn read_string(path: &Path) -> Result<String, CgroupError> {
-    fs::read_to_string(path).map_err(|source| CgroupError::Read {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| CgroupError::Read { path: path.to_owned(), source })
 }
 
 fn parse_error(path: &Path, content: &str) -> CgroupError {
-    CgroupError::Parse {
-        path: path.to_owned(),
-        content: content.to_owned(),
-    }
+    CgroupError::Parse { path: path.to_owned(), content: content.to_owned() }
 }
 
 fn read_u64(path: &Path) -> Result<u64, CgroupError> {
@@ -1194,17 +1090,29 @@ fn read_max(path: &Path) -> Result<Option<u64>, CgroupError> {
 }
 
 /// A flat-keyed file (`key value` per line); `None` when the key is absent.
+/// The sum of `key` in `file` over `dir` and every cgroup below it; `None` if `dir` lacks it.
+fn sum_key_below(dir: &Path, file: &str, key: &str) -> Result<Option<u64>, CgroupError> {
+    let Some(mut total) = read_key(&dir.join(file), key)? else { return Ok(None) };
+    let entries = fs::read_dir(dir)
+        .map_err(|source| CgroupError::ListDir { path: dir.to_owned(), source })?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // A child removed meanwhile simply no longer counts.
+            if let Ok(Some(n)) = sum_key_below(&entry.path(), file, key) {
+                total += n;
+            }
+        }
+    }
+    Ok(Some(total))
+}
+
 fn read_key(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
     let text = read_string(path)?;
     for line in text.lines() {
         if let Some((k, v)) = line.split_once(' ')
             && k == key
         {
-            return v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| parse_error(path, &text));
+            return v.trim().parse().map(Some).map_err(|_| parse_error(path, &text));
         }
     }
     Ok(None)
@@ -1220,10 +1128,7 @@ fn read_default_weight(path: &Path) -> Result<u64, CgroupError> {
 
 /// Child directories of `dir`; with `missing_ok`, a missing `dir` has none.
 fn subdirs(dir: &Path, missing_ok: bool) -> Result<Vec<PathBuf>, CgroupError> {
-    let list_err = |source| CgroupError::ListDir {
-        path: dir.to_owned(),
-        source,
-    };
+    let list_err = |source| CgroupError::ListDir { path: dir.to_owned(), source };
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if missing_ok && e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -1276,10 +1181,7 @@ fn remove_tree(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
                 thread::sleep(POLL_INTERVAL);
             }
             Err(source) => {
-                return Err(CgroupError::RemoveDir {
-                    path: dir.to_owned(),
-                    source,
-                });
+                return Err(CgroupError::RemoveDir { path: dir.to_owned(), source });
             }
         }
     }
@@ -1307,11 +1209,7 @@ mod tests {
     #[test]
     fn weight_to_shares_inverts_every_weight() {
         for weight in IO_WEIGHT_RANGE {
-            assert_eq!(
-                shares_to_weight(weight_to_shares(weight)),
-                weight,
-                "weight {weight}"
-            );
+            assert_eq!(shares_to_weight(weight_to_shares(weight)), weight, "weight {weight}");
         }
         assert_eq!(weight_to_shares(1), 2);
     }
@@ -1324,39 +1222,22 @@ mod tests {
         assert_eq!(io_weight_to_blkio(0), 10);
         assert_eq!(io_weight_to_blkio(99_999), 1000);
         for blkio in BLKIO_WEIGHT_RANGE {
-            assert_eq!(
-                io_weight_to_blkio(blkio_to_io_weight(blkio)),
-                blkio,
-                "blkio {blkio}"
-            );
+            assert_eq!(io_weight_to_blkio(blkio_to_io_weight(blkio)), blkio, "blkio {blkio}");
         }
     }
 
     #[test]
     fn limits_validation_rejects_out_of_range() {
         assert!(Limits::default().validate().is_ok());
-        let bad = Limits {
-            cpu_shares: 1,
-            ..Limits::default()
-        };
+        let bad = Limits { cpu_shares: 1, ..Limits::default() };
         assert!(matches!(
             bad.validate(),
-            Err(CgroupError::InvalidLimit {
-                field: "cpu_shares",
-                value: 1,
-                ..
-            })
+            Err(CgroupError::InvalidLimit { field: "cpu_shares", value: 1, .. })
         ));
-        let bad = Limits {
-            io_weight: 10_001,
-            ..Limits::default()
-        };
+        let bad = Limits { io_weight: 10_001, ..Limits::default() };
         assert!(matches!(
             bad.validate(),
-            Err(CgroupError::InvalidLimit {
-                field: "io_weight",
-                ..
-            })
+            Err(CgroupError::InvalidLimit { field: "io_weight", .. })
         ));
     }
 
@@ -1377,10 +1258,7 @@ mod tests {
             value: "7".into(),
             source: io::Error::from_raw_os_error(22),
         };
-        assert!(
-            e.to_string()
-                .starts_with("write 7 to /sys/fs/cgroup/pids/x/pids.max: ")
-        );
+        assert!(e.to_string().starts_with("write 7 to /sys/fs/cgroup/pids/x/pids.max: "));
         let e = CgroupError::CreateDir {
             path: PathBuf::from("/x"),
             source: io::Error::from_raw_os_error(17),
@@ -1426,10 +1304,7 @@ mod tests {
     fn parses_hybrid() {
         let m = Mounts::parse(HYBRID).unwrap();
         assert_eq!(m.layout(), Some(Layout::Hybrid));
-        assert_eq!(
-            m.unified.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/unified"))
-        );
+        assert_eq!(m.unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
         assert_eq!(
             m.v1_with("cpu").map(|v| v.mount_point.as_path()),
             Some(Path::new("/sys/fs/cgroup/cpu"))
@@ -1463,10 +1338,7 @@ mod tests {
         assert_eq!(m.v1_with("cpuacct"), Some(cpu));
         // The bind mount of the memory hierarchy (same device) collapses into the preferred one.
         assert_eq!(m.v1.len(), 6);
-        assert_eq!(
-            m.v1_with("memory").unwrap().mount_point,
-            Path::new("/sys/fs/cgroup/memory")
-        );
+        assert_eq!(m.v1_with("memory").unwrap().mount_point, Path::new("/sys/fs/cgroup/memory"));
         assert!(!m.v1_with("memory").unwrap().has("mem"));
     }
 
@@ -1536,10 +1408,7 @@ mod tests {
             Path::new("/sys/fs/cgroup/memory")
         );
         assert!(mgr.inner.freezer.is_some());
-        assert_eq!(
-            mgr.inner.cpuacct,
-            mgr.inner.backend(Controller::Cpu).map(|(i, _)| i)
-        );
+        assert_eq!(mgr.inner.cpuacct, mgr.inner.backend(Controller::Cpu).map(|(i, _)| i));
     }
 
     // ---- privileged: the real cgroupfs ----
@@ -1599,12 +1468,7 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits {
-            cpu_shares: 512,
-            memory_bytes: 64 << 20,
-            pids_max: 33,
-            io_weight: 500,
-        }
+        Limits { cpu_shares: 512, memory_bytes: 64 << 20, pids_max: 33, io_weight: 500 }
     }
 
     fn read(path: &Path) -> String {
@@ -1616,12 +1480,7 @@ mod tests {
 
     fn hybrid_v1_dir(mgr: &CgroupManager, controller: &str, name: &str) -> PathBuf {
         let mounts = Mounts::from_proc().unwrap();
-        mounts
-            .v1_with(controller)
-            .unwrap()
-            .mount_point
-            .join(mgr.parent())
-            .join(name)
+        mounts.v1_with(controller).unwrap().mount_point.join(mgr.parent()).join(name)
     }
 
     /// `sleep 100` moved into `node` through every procs file, as the shim would do.
@@ -1651,10 +1510,7 @@ mod tests {
         match t.mgr.layout() {
             Layout::Hybrid | Layout::Legacy => {
                 let mem = hybrid_v1_dir(&t.mgr, "memory", "zone-1");
-                assert_eq!(
-                    read(&mem.join("memory.limit_in_bytes")),
-                    (64u64 << 20).to_string()
-                );
+                assert_eq!(read(&mem.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
                 let cpu = hybrid_v1_dir(&t.mgr, "cpu", "zone-1");
                 assert_eq!(read(&cpu.join("cpu.shares")), "512");
                 let pids = hybrid_v1_dir(&t.mgr, "pids", "zone-1");
@@ -1666,10 +1522,7 @@ mod tests {
             Layout::Unified => {
                 let dir = node.identity_dir();
                 assert_eq!(read(&dir.join("memory.max")), (64u64 << 20).to_string());
-                assert_eq!(
-                    read(&dir.join("cpu.weight")),
-                    shares_to_weight(512).to_string()
-                );
+                assert_eq!(read(&dir.join("cpu.weight")), shares_to_weight(512).to_string());
                 assert_eq!(read(&dir.join("pids.max")), "33");
             }
         }
@@ -1678,10 +1531,7 @@ mod tests {
             use std::os::unix::fs::MetadataExt;
             assert_eq!(id, fs::metadata(node.identity_dir()).unwrap().ino());
             assert!(node.identity_dir().join("cgroup.procs").exists());
-            assert_eq!(
-                node.procs_files()[0],
-                node.identity_dir().join("cgroup.procs")
-            );
+            assert_eq!(node.procs_files()[0], node.identity_dir().join("cgroup.procs"));
         }
         // Every controller is either written or reported unavailable.
         for c in Controller::ALL {
@@ -1700,17 +1550,10 @@ mod tests {
         assert_eq!(stats.memory_limit_bytes, Some(64 << 20));
         assert_eq!(stats.pids_max, Some(33));
         assert_eq!(stats.pids_current, 0);
-        assert_eq!(
-            stats.cpu_shares.map(shares_to_weight),
-            Some(shares_to_weight(512))
-        );
+        assert_eq!(stats.cpu_shares.map(shares_to_weight), Some(shares_to_weight(512)));
 
-        let new = Limits {
-            cpu_shares: 2048,
-            memory_bytes: UNLIMITED,
-            pids_max: 7,
-            io_weight: 10_000,
-        };
+        let new =
+            Limits { cpu_shares: 2048, memory_bytes: UNLIMITED, pids_max: 7, io_weight: 10_000 };
         let applied = node.apply(&new).unwrap();
         for w in &applied.written {
             // v1 takes "-1" for unlimited and shows its page-counter maximum instead.
@@ -1721,15 +1564,8 @@ mod tests {
         let stats = node.stats().unwrap();
         assert_eq!(stats.memory_limit_bytes, None);
         assert_eq!(stats.pids_max, Some(7));
-        assert_eq!(
-            stats.cpu_shares.map(shares_to_weight),
-            Some(shares_to_weight(2048))
-        );
-        if applied
-            .written
-            .iter()
-            .any(|w| w.controller == Controller::Io)
-        {
+        assert_eq!(stats.cpu_shares.map(shares_to_weight), Some(shares_to_weight(2048)));
+        if applied.written.iter().any(|w| w.controller == Controller::Io) {
             assert_eq!(stats.io_weight, Some(10_000));
         }
         // Same node through open().
@@ -1764,9 +1600,7 @@ mod tests {
         let a = spawn_member(&node);
         let b = spawn_member(&inner);
         assert_eq!(node.pids().unwrap().len(), 2);
-        t.mgr
-            .remove_with("zone-f", KillMode::FreezeAndSignal)
-            .unwrap();
+        t.mgr.remove_with("zone-f", KillMode::FreezeAndSignal).unwrap();
         assert_killed(a);
         assert_killed(b);
         assert!(node.dirs().iter().all(|d| !d.exists()));
@@ -1788,10 +1622,7 @@ mod tests {
     fn create_rolls_back_when_the_kernel_rejects_a_limit() {
         let Some(t) = test_parent() else { return };
         // Above PID_MAX_LIMIT (4194304): pids.max write fails with EINVAL after every mkdir.
-        let bad = Limits {
-            pids_max: 10_000_000,
-            ..limits()
-        };
+        let bad = Limits { pids_max: 10_000_000, ..limits() };
         let err = t.mgr.create("zone-bad", &bad).unwrap_err();
         assert!(
             matches!(&err, CgroupError::Write { path, .. } if path.ends_with("pids.max")),
@@ -1818,10 +1649,7 @@ mod tests {
         // The pre-existing one was not this call's to remove; open sees the partial node.
         assert!(last.is_dir());
         assert!(t.mgr.exists("zone-c"));
-        assert!(matches!(
-            t.mgr.open("zone-c"),
-            Err(CgroupError::NotFound { .. })
-        ));
+        assert!(matches!(t.mgr.open("zone-c"), Err(CgroupError::NotFound { .. })));
         t.mgr.remove("zone-c").unwrap();
         assert!(!last.exists());
     }
@@ -1830,26 +1658,14 @@ mod tests {
     fn nested_node_works_and_goes_with_its_zone() {
         let Some(t) = test_parent() else { return };
         t.mgr.create("zone-x", &limits()).unwrap();
-        let ctr = t
-            .mgr
-            .create(
-                "zone-x/ctr-y",
-                &Limits {
-                    pids_max: 5,
-                    ..limits()
-                },
-            )
-            .unwrap();
+        let ctr = t.mgr.create("zone-x/ctr-y", &Limits { pids_max: 5, ..limits() }).unwrap();
         assert!(ctr.dirs().iter().all(|d| d.is_dir()));
         assert_eq!(ctr.stats().unwrap().pids_max, Some(5));
         assert_ne!(ctr.cgroup_id(), t.mgr.open("zone-x").unwrap().cgroup_id());
         let child = spawn_member(&ctr);
         // The zone sees its container's member.
         let zone = t.mgr.open("zone-x").unwrap();
-        assert_eq!(
-            zone.pids().unwrap(),
-            vec![i32::try_from(child.id()).unwrap()]
-        );
+        assert_eq!(zone.pids().unwrap(), vec![i32::try_from(child.id()).unwrap()]);
         // A container needs its zone.
         assert!(matches!(
             t.mgr.create("zone-none/ctr", &limits()),
@@ -1894,10 +1710,7 @@ mod tests {
         t.mgr.create("zone-l", &limits()).unwrap();
         let ctr = t.mgr.create("zone-l/ctr", &limits()).unwrap();
         assert_eq!(ctr.cgroup_id(), None);
-        assert!(
-            ctr.identity_dir()
-                .starts_with(hybrid_v1_dir(&t.mgr, "memory", ""))
-        );
+        assert!(ctr.identity_dir().starts_with(hybrid_v1_dir(&t.mgr, "memory", "")));
         assert!(!ctr.identity_dir().starts_with("/sys/fs/cgroup/unified"));
         assert_eq!(ctr.stats().unwrap().pids_max, Some(33));
         let child = spawn_member(&ctr);

@@ -1,24 +1,58 @@
 //! Zones on a Linux host: a cgroup2 identity node plus resource limits on whichever hierarchy
-//! carries the controllers (DESIGN.md §4).
+//! carries the controllers (DESIGN.md §4), and a network namespace of the zone's own unless it
+//! shares the host's stack.
 
 pub mod cgroup;
 
-use cgroup::{CgroupError, CgroupManager, Limits};
+use std::path::{Path, PathBuf};
+
+use cgroup::{CgroupManager, CgroupNode, Limits};
 
 use super::{BackendError, IsolationBackend, ReconcileReport, ZoneKernelInfo, ZoneUsage};
+use crate::net::netns::NetnsDir;
+use crate::shim::protocol::CgroupSpec;
 use crate::zone::Zone;
+use crate::zone::policy::NetworkMode;
+
+/// The daemon-owned cgroup the shims live in, beside the zones: zone limits count only the
+/// zones' workloads.
+const SHIM_CGROUP: &str = "shims";
+
+/// Limits of nodes that only group processes (shims, containers inside a limited zone).
+const UNLIMITED: Limits = Limits {
+    cpu_shares: 1024,
+    memory_bytes: cgroup::UNLIMITED,
+    pids_max: cgroup::UNLIMITED,
+    io_weight: 100,
+};
 
 /// The Linux isolation backend.
 pub struct LinuxBackend {
     cgroups: CgroupManager,
+    netns: NetnsDir,
 }
 
 impl LinuxBackend {
-    /// Detect the host's cgroup layout and prepare the daemon's cgroup parent.
-    pub fn new(cgroup_parent: &str) -> Result<Self, CgroupError> {
+    /// Detect the host's cgroup layout, prepare the daemon's cgroup parent and the shim cgroup,
+    /// and the directory where zone network namespaces are pinned.
+    pub fn new(cgroup_parent: &str, run_dir: &Path) -> Result<Self, BackendError> {
         let cgroups = CgroupManager::detect(cgroup_parent)?;
         cgroups.ensure_parent()?;
-        Ok(Self { cgroups })
+        if !cgroups.exists(SHIM_CGROUP) {
+            cgroups.create(SHIM_CGROUP, &UNLIMITED)?;
+        }
+        let netns = NetnsDir::new(run_dir.join("netns"));
+        netns.setup()?;
+        Ok(Self { cgroups, netns })
+    }
+
+    /// `cgroup.procs` files a shim writes itself into before it execs.
+    pub fn shim_procs_files(&self) -> Result<Vec<PathBuf>, BackendError> {
+        Ok(self.cgroups.open(SHIM_CGROUP)?.procs_files())
+    }
+
+    fn has_netns(zone: &Zone) -> bool {
+        zone.policy.network.mode != NetworkMode::Host
     }
 }
 
@@ -32,11 +66,15 @@ fn limits_of(zone: &Zone) -> Limits {
     }
 }
 
-fn kernel_info(node: &cgroup::CgroupNode) -> ZoneKernelInfo {
+fn kernel_info(node: &CgroupNode) -> ZoneKernelInfo {
     ZoneKernelInfo {
         cgroup_path: node.identity_dir().display().to_string(),
         cgroup_id: node.cgroup_id().unwrap_or(0),
     }
+}
+
+fn container_cgroup(zone: &Zone, container: &str) -> String {
+    format!("{}/ctr-{container}", zone.cgroup_name())
 }
 
 impl IsolationBackend for LinuxBackend {
@@ -46,6 +84,15 @@ impl IsolationBackend for LinuxBackend {
 
     fn create_zone(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError> {
         let node = self.cgroups.create(&zone.cgroup_name(), &limits_of(zone))?;
+        if Self::has_netns(zone)
+            && let Err(error) = self.netns.create(zone.numeric_id)
+        {
+            // All-or-nothing: the cgroup goes again with the failed namespace.
+            if let Err(cleanup) = self.cgroups.remove(&zone.cgroup_name()) {
+                tracing::warn!(%cleanup, zone = %zone.name, "roll back zone cgroup");
+            }
+            return Err(error.into());
+        }
         Ok(kernel_info(&node))
     }
 
@@ -64,7 +111,11 @@ impl IsolationBackend for LinuxBackend {
     }
 
     fn destroy_zone(&self, zone: &Zone) -> Result<(), BackendError> {
-        Ok(self.cgroups.remove(&zone.cgroup_name())?)
+        self.cgroups.remove(&zone.cgroup_name())?;
+        if self.netns.path_of(zone.numeric_id).exists() {
+            self.netns.delete(zone.numeric_id)?;
+        }
+        Ok(())
     }
 
     fn zone_usage(&self, zone: &Zone) -> Result<ZoneUsage, BackendError> {
@@ -79,19 +130,65 @@ impl IsolationBackend for LinuxBackend {
         })
     }
 
+    fn zone_netns(&self, zone: &Zone) -> Option<PathBuf> {
+        Self::has_netns(zone).then(|| self.netns.path_of(zone.numeric_id))
+    }
+
+    fn create_container_cgroup(
+        &self,
+        zone: &Zone,
+        container: &str,
+    ) -> Result<CgroupSpec, BackendError> {
+        let node = self.cgroups.create(&container_cgroup(zone, container), &UNLIMITED)?;
+        let identity = node.identity_dir().to_owned();
+        let has_v2 = node.cgroup_id().is_some();
+        Ok(CgroupSpec {
+            v2_dir: has_v2.then(|| identity.clone()),
+            v1_dirs: node
+                .dirs()
+                .iter()
+                .filter(|dir| !has_v2 || **dir != identity)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn remove_container_cgroup(&self, zone: &Zone, container: &str) -> Result<(), BackendError> {
+        Ok(self.cgroups.remove(&container_cgroup(zone, container))?)
+    }
+
     fn reconcile(&self, zones: &[&Zone]) -> Result<ReconcileReport, BackendError> {
         let mut report = ReconcileReport::default();
+        let pinned = self.netns.list()?;
         for zone in zones {
             if !self.cgroups.exists(&zone.cgroup_name()) {
                 self.cgroups.create(&zone.cgroup_name(), &limits_of(zone))?;
-                report.recreated.push(zone.name.clone());
+                report.recreated.push(format!("{} (cgroup)", zone.name));
+            }
+            let mounted = pinned.iter().any(|e| e.zone_id == zone.numeric_id && e.mounted);
+            if Self::has_netns(zone) && !mounted {
+                // A file left by an interrupted create goes first.
+                if pinned.iter().any(|e| e.zone_id == zone.numeric_id) {
+                    self.netns.delete(zone.numeric_id)?;
+                }
+                self.netns.create(zone.numeric_id)?;
+                report.recreated.push(format!("{} (network namespace)", zone.name));
             }
         }
         let owned: Vec<String> = zones.iter().map(|zone| zone.cgroup_name()).collect();
         for child in self.cgroups.children()? {
-            if !owned.contains(&child) {
+            if child != SHIM_CGROUP && !owned.contains(&child) {
                 self.cgroups.remove(&child)?;
-                report.removed_orphans.push(child);
+                report.removed_orphans.push(format!("cgroup {child}"));
+            }
+        }
+        for entry in pinned {
+            let known = zones.iter().any(|z| z.numeric_id == entry.zone_id && Self::has_netns(z));
+            if !known {
+                self.netns.delete(entry.zone_id)?;
+                report
+                    .removed_orphans
+                    .push(format!("network namespace of zone id {}", entry.zone_id));
             }
         }
         Ok(report)

@@ -1,0 +1,671 @@
+//! Container operations. The daemon keeps each container's record; the zone's shim owns the
+//! process. State changes to `Stopped` only from the shim's exit event (or its report after a
+//! daemon restart), never by polling.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use jiff::Timestamp;
+use uuid::Uuid;
+
+use super::Daemon;
+use super::error::RequestError;
+use super::shims::ShimCallError;
+use crate::container::spec::{self, Overrides, ShimInputs, SpecInputs};
+use crate::container::{self, Container, ContainerState, ExitInfo};
+use crate::image::ImageError;
+use crate::rpc::{ContainerCreateRequest, ContainerInfo, Ticket};
+use crate::shim::protocol::{
+    ContainerStatus, ExitStatus, FailureKind, LogSpec, RootfsSpec, ShimEvent, ShimRequest,
+    ShimResponse,
+};
+use crate::zone::{Zone, ZoneState};
+
+/// Size at which a container's log rotates, and how many files are kept.
+const LOG_MAX_SIZE: u64 = 16 << 20;
+const LOG_MAX_FILES: u32 = 4;
+/// How long `stop` waits after SIGKILL before it reports failure.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+/// Default grace period between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+/// How long parked fds wait for their client.
+const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+
+fn format_time(at: Timestamp) -> String {
+    super::format_timestamp(at)
+}
+
+fn timestamp(at: SystemTime) -> Timestamp {
+    Timestamp::try_from(at).unwrap_or_else(|_| Timestamp::now())
+}
+
+fn exit_info(status: ExitStatus, oom_killed: bool, finished_at: SystemTime) -> ExitInfo {
+    ExitInfo {
+        code: status.shell_code(),
+        signal: match status {
+            ExitStatus::Signaled(signal) => Some(signal),
+            ExitStatus::Code(_) => None,
+        },
+        oom_killed,
+        finished_at: timestamp(finished_at),
+    }
+}
+
+impl From<ShimCallError> for RequestError {
+    fn from(error: ShimCallError) -> Self {
+        RequestError::Shim(error)
+    }
+}
+
+impl Daemon {
+    fn container_dir(&self, id: Uuid) -> PathBuf {
+        self.config.root.join("containers").join(id.to_string())
+    }
+
+    fn log_path(&self, id: Uuid) -> PathBuf {
+        self.container_dir(id).join("container.log")
+    }
+
+    /// Client view of a container.
+    pub(super) fn container_info(&self, container: &Container) -> ContainerInfo {
+        let zone_name = self
+            .registry()
+            .get_by_id(container.zone_id)
+            .map(|zone| zone.name.clone())
+            .unwrap_or_default();
+        let exit = container.exit.as_ref();
+        ContainerInfo {
+            id: container.id.to_string(),
+            name: container.name.clone(),
+            zone_id: container.zone_id.to_string(),
+            zone_name,
+            image: container.image.clone(),
+            image_digest: container.image_digest.clone(),
+            command: container.args.clone(),
+            state: container.state.as_str().to_owned(),
+            pid: if container.state == ContainerState::Running { container.pid } else { 0 },
+            created_at: format_time(container.created_at),
+            started_at: container.started_at.map(format_time).unwrap_or_default(),
+            finished_at: exit.map(|e| format_time(e.finished_at)).unwrap_or_default(),
+            exit_code: exit.map(|e| e.code),
+            exit_signal: exit.and_then(|e| e.signal),
+            oom_killed: exit.is_some_and(|e| e.oom_killed),
+            auto_remove: container.auto_remove,
+        }
+    }
+
+    /// Find a container by full id, unique id prefix, or name.
+    fn find_container(&self, reference: &str) -> Result<Container, RequestError> {
+        let containers = self.containers();
+        if let Ok(id) = Uuid::parse_str(reference) {
+            return containers
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| RequestError::ContainerNotFound(reference.to_owned()));
+        }
+        if let Some(by_name) = containers.values().find(|c| c.name == reference) {
+            return Ok(by_name.clone());
+        }
+        let prefix = reference.replace('-', "");
+        let mut matches = containers
+            .values()
+            .filter(|c| !prefix.is_empty() && c.id.simple().to_string().starts_with(&prefix));
+        match (matches.next(), matches.next()) {
+            (Some(found), None) => Ok(found.clone()),
+            (Some(_), Some(_)) => Err(RequestError::InvalidArgument(format!(
+                "container id prefix {reference:?} is ambiguous"
+            ))),
+            (None, _) => Err(RequestError::ContainerNotFound(reference.to_owned())),
+        }
+    }
+
+    /// Persist and publish a container's new record, waking waiters.
+    fn save_container(&self, container: Container) -> Result<(), RequestError> {
+        self.store.put_container(&container)?;
+        self.containers().insert(container.id, container);
+        self.container_changed.notify_all();
+        Ok(())
+    }
+
+    /// Containers of one zone.
+    pub(super) fn zone_containers(&self, zone_id: Uuid) -> Vec<Container> {
+        self.containers().values().filter(|c| c.zone_id == zone_id).cloned().collect()
+    }
+
+    pub fn create_container(
+        &self,
+        request: ContainerCreateRequest,
+    ) -> Result<ContainerInfo, RequestError> {
+        let invalid = RequestError::InvalidArgument;
+        if !request.name.is_empty() {
+            container::validate_name(&request.name)
+                .map_err(|e| invalid(format!("invalid container name {:?}: {e}", request.name)))?;
+        }
+        if request.image.is_empty() {
+            return Err(invalid("image: a reference is required".to_owned()));
+        }
+        let zone = self.registry().get(&request.zone)?.clone();
+        if zone.state != ZoneState::Ready {
+            return Err(RequestError::ZoneDeleting { zone: zone.name });
+        }
+        let record = self.images.inspect(&request.image).map_err(image_error(&request.image))?;
+        let (layers, image_config) =
+            self.images.rootfs_layers(&record.digest).map_err(image_error(&request.image))?;
+
+        let id = Uuid::new_v4();
+        let name = if request.name.is_empty() { container::default_name(id) } else { request.name };
+        if self.containers().values().any(|c| c.name == name) {
+            return Err(RequestError::ContainerExists(name));
+        }
+        let user_spec = if request.user.is_empty() { &image_config.user } else { &request.user };
+        let user =
+            container::resolve_user(user_spec, &layers).map_err(|e| invalid(e.to_string()))?;
+        let overrides = Overrides {
+            command: request.command,
+            env: request.env,
+            working_dir: (!request.working_dir.is_empty()).then_some(request.working_dir),
+            tty: false,
+        };
+        let args = spec::resolve_args(&image_config, &overrides.command)
+            .map_err(|e| invalid(e.to_string()))?;
+        let env =
+            spec::resolve_env(&image_config, &overrides.env, &name, &user.home, overrides.tty)
+                .map_err(|e| invalid(e.to_string()))?;
+        let cwd = overrides
+            .working_dir
+            .clone()
+            .or_else(|| Some(image_config.working_dir.clone()).filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".to_owned());
+
+        let dir = self.container_dir(id);
+        let created = CreatedParts { dir: dir.clone(), cgroup: None, in_shim: None };
+        let result =
+            self.create_container_parts(&zone, id, &name, &layers, args, env, cwd, &user, created);
+        let (created, pid, args) = result?;
+        let container = Container {
+            id,
+            name,
+            zone_id: zone.id,
+            image: record.tags.first().cloned().unwrap_or_else(|| request.image.clone()),
+            image_digest: record.digest,
+            args,
+            state: ContainerState::Created,
+            pid,
+            created_at: Timestamp::now(),
+            started_at: None,
+            exit: None,
+            auto_remove: request.auto_remove,
+        };
+        if let Err(error) = self.save_container(container.clone()) {
+            self.roll_back_container(&zone, id, created);
+            return Err(error);
+        }
+        tracing::info!(container = %container.name, %id, zone = %zone.name, "container created");
+        Ok(self.container_info(&container))
+    }
+
+    /// The kernel-side steps of creating a container; on failure, undoes what it did.
+    #[allow(clippy::too_many_arguments)]
+    fn create_container_parts(
+        &self,
+        zone: &Zone,
+        id: Uuid,
+        name: &str,
+        layers: &[PathBuf],
+        args: Vec<String>,
+        env: Vec<String>,
+        cwd: String,
+        user: &container::ResolvedUser,
+        mut created: CreatedParts,
+    ) -> Result<(CreatedParts, u32, Vec<String>), RequestError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RequestError::Io { path, source }
+        };
+        let steps = (|| {
+            let rootfs = RootfsSpec {
+                lower_dirs: layers.to_vec(),
+                upper_dir: created.dir.join("upper"),
+                work_dir: created.dir.join("work"),
+                merged_dir: created.dir.join("merged"),
+            };
+            for dir in [&rootfs.upper_dir, &rootfs.work_dir, &rootfs.merged_dir] {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+            }
+            let short = container::default_name(id);
+            let cgroup = self
+                .backend
+                .create_container_cgroup(zone, &short)
+                .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
+            created.cgroup = Some(short.clone());
+            let netns = self.backend.zone_netns(zone);
+            let oci = spec::build(SpecInputs {
+                hostname: name,
+                args,
+                env,
+                cwd,
+                user,
+                policy: &zone.policy,
+                rootfs: &rootfs.merged_dir,
+                netns: netns.as_deref(),
+                cgroups_path: &format!(
+                    "{}/{}/ctr-{short}",
+                    self.config.cgroup_parent,
+                    zone.cgroup_name()
+                ),
+                tty: false,
+            })
+            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+            let config_path = created.dir.join("config.json");
+            let json = serde_json::to_vec_pretty(&oci)
+                .map_err(|e| RequestError::InvalidArgument(format!("encode OCI spec: {e}")))?;
+            std::fs::write(&config_path, json).map_err(io(&config_path))?;
+            let resolv = crate::net::dns::resolv_conf_from(Path::new("/etc/resolv.conf"), &[])
+                .map_err(|source| RequestError::Backend {
+                    zone: zone.name.clone(),
+                    source: source.into(),
+                })?;
+            let shim_spec = spec::shim_spec(
+                &oci,
+                &zone.policy,
+                ShimInputs {
+                    id: id.to_string(),
+                    rootfs,
+                    writable_paths: zone
+                        .policy
+                        .filesystem
+                        .writable_paths
+                        .iter()
+                        .map(PathBuf::from)
+                        .collect(),
+                    cgroup,
+                    log: LogSpec {
+                        path: self.log_path(id),
+                        max_size: LOG_MAX_SIZE,
+                        max_files: LOG_MAX_FILES,
+                    },
+                    resolv_conf: Some(resolv),
+                    hosts: Some(crate::net::dns::hosts_file(name, None)),
+                },
+            )
+            .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
+            let args = shim_spec.args.clone();
+            let shim = self.shims.get_or_start(zone.numeric_id)?;
+            created.in_shim = Some(zone.numeric_id);
+            match shim.call(&ShimRequest::CreateContainer(Box::new(shim_spec)))? {
+                ShimResponse::Created { pid } => Ok((pid, args)),
+                other => Err(RequestError::Shim(ShimCallError::Unexpected {
+                    zone: zone.numeric_id,
+                    request: "CreateContainer",
+                    response: format!("{other:?}"),
+                })),
+            }
+        })();
+        match steps {
+            Ok((pid, args)) => Ok((created, pid, args)),
+            Err(error) => {
+                // The shim may have created the process before a later step failed.
+                self.roll_back_container(zone, id, created);
+                Err(error)
+            }
+        }
+    }
+
+    fn roll_back_container(&self, zone: &Zone, id: Uuid, created: CreatedParts) {
+        if let Some(shim) = created.in_shim.and_then(|zone| self.shims.get(zone)) {
+            let _ = shim.call(&ShimRequest::Delete { id: id.to_string() });
+        }
+        if let Some(short) = &created.cgroup
+            && let Err(error) = self.backend.remove_container_cgroup(zone, short)
+        {
+            tracing::warn!(%error, %id, "roll back container cgroup");
+        }
+        if let Err(error) = std::fs::remove_dir_all(&created.dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, %id, "roll back container dir");
+        }
+    }
+
+    fn zone_of(&self, container: &Container) -> Result<Zone, RequestError> {
+        self.registry().get_by_id(container.zone_id).cloned().ok_or_else(|| {
+            RequestError::InvalidArgument(format!(
+                "container {} belongs to a zone that no longer exists",
+                container.name
+            ))
+        })
+    }
+
+    pub fn start_container(&self, reference: &str) -> Result<ContainerInfo, RequestError> {
+        let container = self.find_container(reference)?;
+        if container.state != ContainerState::Created {
+            return Err(RequestError::ContainerState {
+                container: container.name,
+                state: container.state.as_str(),
+                action: "start",
+            });
+        }
+        let zone = self.zone_of(&container)?;
+        let shim = self.shims.get_or_start(zone.numeric_id)?;
+        let started = shim.call(&ShimRequest::Start { id: container.id.to_string() });
+        // The exit event may have landed already (a command that ends at once): never move a
+        // stopped container back to running.
+        let mut current = self.containers().get(&container.id).cloned().unwrap_or(container);
+        current.started_at = Some(Timestamp::now());
+        if current.state == ContainerState::Created && started.is_ok() {
+            current.state = ContainerState::Running;
+        }
+        self.save_container(current.clone())?;
+        started?;
+        tracing::info!(container = %current.name, "container started");
+        Ok(self.container_info(&current))
+    }
+
+    /// Block until `predicate` holds for the container's record or `timeout` passes; returns
+    /// the record (None if it is gone).
+    fn wait_for(
+        &self,
+        id: Uuid,
+        timeout: Option<Duration>,
+        predicate: impl Fn(&Container) -> bool,
+    ) -> Option<Container> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut containers = self.containers();
+        loop {
+            let current = containers.get(&id)?;
+            if predicate(current) {
+                return Some(current.clone());
+            }
+            let wait = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) => left,
+                    None => return Some(current.clone()),
+                },
+                None => Duration::from_secs(3600),
+            };
+            containers = self
+                .container_changed
+                .wait_timeout(containers, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn signal(&self, container: &Container, signal: i32) -> Result<(), RequestError> {
+        let zone = self.zone_of(container)?;
+        let shim = self.shims.get(zone.numeric_id).ok_or_else(|| RequestError::ContainerState {
+            container: container.name.clone(),
+            state: container.state.as_str(),
+            action: "signal",
+        })?;
+        shim.call(&ShimRequest::Kill { id: container.id.to_string(), signal })?;
+        Ok(())
+    }
+
+    pub fn kill_container(&self, reference: &str, signal: i32) -> Result<(), RequestError> {
+        let container = self.find_container(reference)?;
+        if container.state != ContainerState::Running {
+            return Err(RequestError::ContainerState {
+                container: container.name,
+                state: container.state.as_str(),
+                action: "signal",
+            });
+        }
+        if !(1..=64).contains(&signal) {
+            return Err(RequestError::InvalidArgument(format!(
+                "signal: {signal} is not a signal number (1-64)"
+            )));
+        }
+        self.signal(&container, signal)
+    }
+
+    /// SIGTERM, then SIGKILL once `timeout` has passed.
+    pub fn stop_container(
+        &self,
+        reference: &str,
+        timeout: u32,
+    ) -> Result<ContainerInfo, RequestError> {
+        let container = self.find_container(reference)?;
+        if container.state != ContainerState::Running {
+            return Ok(self.container_info(&container));
+        }
+        let stopped = |c: &Container| c.state == ContainerState::Stopped;
+        let grace = Duration::from_secs(u64::from(if timeout == 0 {
+            DEFAULT_STOP_TIMEOUT
+        } else {
+            timeout
+        }));
+        self.signal(&container, rustix::process::Signal::TERM.as_raw())?;
+        let mut current = self.wait_for(container.id, Some(grace), stopped);
+        if current.as_ref().is_some_and(|c| c.state != ContainerState::Stopped) {
+            tracing::info!(container = %container.name, "no exit after SIGTERM; sending SIGKILL");
+            self.signal(&container, rustix::process::Signal::KILL.as_raw())?;
+            current = self.wait_for(container.id, Some(KILL_WAIT), stopped);
+        }
+        match current {
+            Some(c) if c.state == ContainerState::Stopped => Ok(self.container_info(&c)),
+            Some(c) => Err(RequestError::ContainerState {
+                container: c.name,
+                state: c.state.as_str(),
+                action: "stop (it survived SIGKILL)",
+            }),
+            // Removed meanwhile (`--rm`): it stopped.
+            None => {
+                Ok(self.container_info(&Container { state: ContainerState::Stopped, ..container }))
+            }
+        }
+    }
+
+    pub fn delete_container(&self, reference: &str, force: bool) -> Result<(), RequestError> {
+        let container = self.find_container(reference)?;
+        if container.state == ContainerState::Running {
+            if !force {
+                return Err(RequestError::ContainerRunning(container.name));
+            }
+            self.signal(&container, rustix::process::Signal::KILL.as_raw())?;
+            self.wait_for(container.id, Some(KILL_WAIT), |c| c.state == ContainerState::Stopped);
+        }
+        self.remove_container(&container)
+    }
+
+    /// Remove a stopped (or never started) container's process, cgroup, files and record.
+    fn remove_container(&self, container: &Container) -> Result<(), RequestError> {
+        let zone = self.zone_of(container)?;
+        if let Some(shim) = self.shims.get(zone.numeric_id) {
+            match shim.call(&ShimRequest::Delete { id: container.id.to_string() }) {
+                Ok(_) => {}
+                Err(ShimCallError::Failed(f)) if f.kind == FailureKind::NotFound => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let short = container::default_name(container.id);
+        self.backend
+            .remove_container_cgroup(&zone, &short)
+            .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
+        let dir = self.container_dir(container.id);
+        if let Err(source) = std::fs::remove_dir_all(&dir)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(RequestError::Io { path: dir, source });
+        }
+        self.store.delete_container(container.id)?;
+        self.containers().remove(&container.id);
+        self.container_changed.notify_all();
+        tracing::info!(container = %container.name, "container removed");
+        Ok(())
+    }
+
+    pub fn get_container(&self, reference: &str) -> Result<ContainerInfo, RequestError> {
+        Ok(self.container_info(&self.find_container(reference)?))
+    }
+
+    pub fn list_containers(&self, zone: Option<&str>) -> Result<Vec<ContainerInfo>, RequestError> {
+        let zone_id = zone.map(|name| self.registry().get(name).map(|z| z.id)).transpose()?;
+        let mut containers: Vec<Container> = self
+            .containers()
+            .values()
+            .filter(|c| zone_id.is_none_or(|id| c.zone_id == id))
+            .cloned()
+            .collect();
+        containers.sort_by_key(|c| c.created_at);
+        Ok(containers.iter().map(|c| self.container_info(c)).collect())
+    }
+
+    pub fn wait_container(&self, reference: &str) -> Result<ContainerInfo, RequestError> {
+        let container = match self.find_container(reference) {
+            Err(RequestError::ContainerNotFound(_)) => {
+                // Auto-removed before the waiter came: its last record answers.
+                let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+                let found =
+                    removed.values().find(|c| c.id.to_string() == reference || c.name == reference);
+                if let Some(found) = found {
+                    return Ok(self.container_info(found));
+                }
+                return Err(RequestError::ContainerNotFound(reference.to_owned()));
+            }
+            other => other?,
+        };
+        let done = |c: &Container| c.state == ContainerState::Stopped;
+        // `--rm` containers vanish once stopped; their last record is what the waiter gets.
+        let mut last = container.clone();
+        loop {
+            match self.wait_for(container.id, None, |c| done(c) || c != &last) {
+                Some(c) if done(&c) => return Ok(self.container_info(&c)),
+                Some(c) => last = c,
+                None => {
+                    let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+                    let final_state = removed.get(&container.id).cloned().unwrap_or(last);
+                    return Ok(self.container_info(&final_state));
+                }
+            }
+        }
+    }
+
+    /// Park read-only fds of the container's log files (oldest first) under a ticket.
+    pub fn container_logs(&self, reference: &str) -> Result<Ticket, RequestError> {
+        let container = self.find_container(reference)?;
+        let current = self.log_path(container.id);
+        let mut paths: Vec<PathBuf> = (1..LOG_MAX_FILES)
+            .rev()
+            .map(|n| PathBuf::from(format!("{}.{n}", current.display())))
+            .filter(|path| path.exists())
+            .collect();
+        paths.push(current);
+        let mut fds = Vec::new();
+        for path in paths {
+            match std::fs::File::open(&path) {
+                Ok(file) => fds.push(OwnedFd::from(file)),
+                // Nothing logged yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(RequestError::Io { path, source }),
+            }
+        }
+        Ok(self.park_fds(fds))
+    }
+
+    /// Hold `fds` for one client claim.
+    pub(super) fn park_fds(&self, fds: Vec<OwnedFd>) -> Ticket {
+        let ticket = Ticket(Uuid::new_v4().as_u128());
+        let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        tickets.retain(|_, (at, _)| at.elapsed() < TICKET_LIFETIME);
+        tickets.insert(ticket.0, (Instant::now(), fds));
+        ticket
+    }
+
+    /// Hand over the fds parked under `ticket`, once.
+    pub(super) fn claim_fds(&self, ticket: Ticket) -> Result<Vec<OwnedFd>, String> {
+        let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        match tickets.remove(&ticket.0) {
+            Some((at, fds)) if at.elapsed() < TICKET_LIFETIME => Ok(fds),
+            _ => Err("unknown or expired ticket".to_owned()),
+        }
+    }
+
+    /// A shim event: the only way a container becomes `Stopped` while the daemon runs.
+    pub(super) fn on_shim_event(&self, zone: u32, event: ShimEvent) {
+        let ShimEvent::Exited { container_id, status, oom_killed, finished_at } = event else {
+            return;
+        };
+        let Ok(id) = Uuid::parse_str(&container_id) else {
+            tracing::warn!(zone, %container_id, "exit event for a container id the daemon never made");
+            return;
+        };
+        self.record_exit(id, exit_info(status, oom_killed, finished_at));
+    }
+
+    fn record_exit(&self, id: Uuid, exit: ExitInfo) {
+        let Some(mut container) = self.containers().get(&id).cloned() else { return };
+        tracing::info!(container = %container.name, code = exit.code, oom = exit.oom_killed, "container exited");
+        container.state = ContainerState::Stopped;
+        container.pid = 0;
+        container.exit = Some(exit);
+        if let Err(error) = self.save_container(container.clone()) {
+            tracing::error!(%error, container = %container.name, "persist container exit");
+        }
+        if container.auto_remove {
+            self.removed.lock().unwrap_or_else(|e| e.into_inner()).insert(id, container.clone());
+            if let Err(error) = self.remove_container(&container) {
+                tracing::warn!(%error, container = %container.name, "auto-remove");
+            }
+        }
+    }
+
+    /// After a restart: ask each zone's shim (if it survived) what became of its containers.
+    pub(super) fn recover_containers(&self) {
+        let zones: Vec<Zone> = self.registry().iter().cloned().collect();
+        for zone in zones {
+            let containers = self.zone_containers(zone.id);
+            if containers.is_empty() {
+                continue;
+            }
+            let states: HashMap<String, ContainerStatus> = match self.shims.adopt(zone.numeric_id) {
+                Some(shim) => match shim.list() {
+                    Ok(states) => states.into_iter().map(|s| (s.id, s.status)).collect(),
+                    Err(error) => {
+                        tracing::warn!(%error, zone = %zone.name, "list the shim's containers");
+                        HashMap::new()
+                    }
+                },
+                None => HashMap::new(),
+            };
+            for container in containers {
+                if container.state == ContainerState::Stopped {
+                    continue;
+                }
+                match states.get(&container.id.to_string()) {
+                    Some(ContainerStatus::Running) | Some(ContainerStatus::Created) => {}
+                    Some(ContainerStatus::Stopped { status, oom_killed, finished_at }) => {
+                        self.record_exit(
+                            container.id,
+                            exit_info(*status, *oom_killed, *finished_at),
+                        );
+                    }
+                    None => {
+                        // Its shim is gone, and the process with it.
+                        tracing::warn!(container = %container.name, "container lost with its shim");
+                        self.record_exit(
+                            container.id,
+                            exit_info(ExitStatus::Signaled(9), false, SystemTime::now()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a container creation has made so far, for rollback.
+struct CreatedParts {
+    dir: PathBuf,
+    cgroup: Option<String>,
+    in_shim: Option<u32>,
+}
+
+fn image_error(reference: &str) -> impl FnOnce(ImageError) -> RequestError + '_ {
+    move |error| match error.kind() {
+        crate::image::ErrorKind::NotFound => RequestError::ImageNotFound(reference.to_owned()),
+        _ => RequestError::Image(error),
+    }
+}

@@ -1,0 +1,358 @@
+//! Containers in zones against a real daemon, real shims, namespaces, cgroups and overlayfs,
+//! with the busybox image built by `packaging/busybox-image.sh`.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::TestDaemon;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"))
+}
+
+/// A daemon with the busybox image and one zone named `z` (optional policy TOML).
+fn daemon_with_zone(test: &str, policy: Option<&str>) -> Option<TestDaemon> {
+    let d = TestDaemon::start(test)?;
+    d.import_busybox();
+    match policy {
+        Some(text) => {
+            let file = d.write_file("zone.toml", text);
+            d.ok(&["zone", "create", "--name", "z", "--policy", file.to_str().unwrap()]);
+        }
+        None => {
+            d.ok(&["zone", "create", "--name", "z"]);
+        }
+    }
+    Some(d)
+}
+
+fn inspect(d: &TestDaemon, container: &str) -> serde_json::Value {
+    json(&d.ok(&["inspect", container]))[0].clone()
+}
+
+#[test]
+fn run_streams_output_and_exits_with_the_containers_code() {
+    let Some(d) = daemon_with_zone("run_exit_code", None) else { return };
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "z",
+        "--name",
+        "c",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    let info = inspect(&d, "c");
+    assert_eq!(info["state"], "Stopped");
+    assert_eq!(info["exit_code"], 7);
+    assert_eq!(d.ok(&["logs", "c"]), "out\n");
+
+    let error = d.fails(&["run", "--zone", "z", "busybox", "/bin/nonexistent"]);
+    assert!(error.contains("nonexistent"), "{error}");
+    let error = d.fails(&["run", "--zone", "nowhere", "busybox", "true"]);
+    assert!(error.contains("zone \"nowhere\" not found"), "{error}");
+    let error = d.fails(&["run", "--zone", "z", "--name", "c", "busybox", "true"]);
+    assert!(error.contains("already exists"), "{error}");
+}
+
+#[test]
+fn env_workdir_and_user_apply() {
+    let Some(d) = daemon_with_zone("env_workdir_user", None) else { return };
+    let out = d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "--rm",
+        "-e",
+        "FOO=bar baz",
+        "-w",
+        "/tmp",
+        "--user",
+        "65534:65534",
+        "busybox",
+        "sh",
+        "-c",
+        "echo \"$FOO\"; pwd; id -u; id -g; echo $HOSTNAME",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..4], ["bar baz", "/tmp", "65534", "65534"]);
+    let out = d.ok(&["run", "--zone", "z", "--rm", "--user", "nobody", "busybox", "id", "-un"]);
+    assert_eq!(out.trim(), "nobody");
+    let error = d.fails(&["run", "--zone", "z", "--user", "mallory", "busybox", "true"]);
+    assert!(error.contains("mallory"), "{error}");
+}
+
+#[test]
+fn detached_container_logs_follow_until_exit() {
+    let Some(d) = daemon_with_zone("logs_follow", None) else { return };
+    let id = d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+    ]);
+    let id = id.trim();
+    let followed = d.ok(&["logs", "-f", id]);
+    assert_eq!(followed, "line1\nline2\nline3\n");
+    assert_eq!(d.ok(&["logs", "--tail", "1", id]), "line3\n");
+    let stamped = d.ok(&["logs", "-t", id]);
+    assert!(stamped.lines().all(|l| l.contains('T') && l.ends_with(char::is_numeric)), "{stamped}");
+    assert_eq!(inspect(&d, id)["state"], "Stopped");
+}
+
+#[test]
+fn stop_escalates_to_sigkill_and_honours_term_handlers() {
+    let Some(d) = daemon_with_zone("stop_escalation", None) else { return };
+    // PID 1 without a TERM handler ignores SIGTERM: stop must escalate.
+    d.ok(&["run", "--zone", "z", "-d", "--name", "stubborn", "busybox", "sleep", "100"]);
+    assert_eq!(inspect(&d, "stubborn")["state"], "Running");
+    let started = Instant::now();
+    d.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(started.elapsed() >= Duration::from_secs(1), "stop waited for the grace period");
+    let info = inspect(&d, "stubborn");
+    assert_eq!(info["state"], "Stopped");
+    assert_eq!(info["exit_signal"], 9);
+    assert_eq!(info["exit_code"], 137);
+
+    d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "--name",
+        "polite",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    d.ok(&["stop", "-t", "30", "polite"]);
+    let info = inspect(&d, "polite");
+    assert_eq!(info["exit_code"], 0);
+    assert_eq!(info["exit_signal"], serde_json::Value::Null);
+}
+
+#[test]
+fn kill_delivers_signals_and_rm_force_removes_running_containers() {
+    let Some(d) = daemon_with_zone("kill_rm", None) else { return };
+    d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "--name",
+        "k",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 5' USR1; while true; do sleep 0.1; done",
+    ]);
+    d.ok(&["kill", "-s", "USR1", "k"]);
+    assert_eq!(d.ok(&["wait", "k"]).trim(), "5");
+    assert_eq!(d.ok(&["logs", "k"]), "got-usr1\n");
+
+    d.ok(&["run", "--zone", "z", "-d", "--name", "r", "busybox", "sleep", "100"]);
+    let error = d.fails(&["rm", "r"]);
+    assert!(error.contains("running"), "{error}");
+    d.ok(&["rm", "-f", "r"]);
+    assert!(d.fails(&["inspect", "r"]).contains("not found"));
+    assert!(!d.ok(&["ps", "-a"]).contains(" r "));
+    let leftovers = std::fs::read_dir(d.root.join("containers")).unwrap().count();
+    assert_eq!(leftovers, 1, "only k's dir remains");
+}
+
+#[test]
+fn zone_force_delete_stops_and_removes_containers() {
+    let Some(d) = daemon_with_zone("zone_force_delete", None) else { return };
+    for name in ["a", "b"] {
+        d.ok(&["run", "--zone", "z", "-d", "--name", name, "busybox", "sleep", "100"]);
+    }
+    let error = d.fails(&["zone", "delete", "z"]);
+    assert!(error.contains("2 container(s)"), "{error}");
+    assert_eq!(inspect(&d, "a")["state"], "Running");
+    let pid = inspect(&d, "a")["pid"].as_u64().unwrap();
+    d.ok(&["zone", "delete", "--force", "z"]);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "container process gone");
+    assert_eq!(d.ok(&["ps", "-a", "--json"]).trim(), "[]");
+    assert!(!d.cgroup_dir("unified", "zone-1").exists(), "zone cgroup gone");
+    assert!(harness::mounts_under(&d.run_dir.join("netns")).len() <= 1, "zone netns unmounted");
+}
+
+#[test]
+fn containers_see_only_their_own_processes_and_hostname() {
+    let Some(d) = daemon_with_zone("pid_uts_isolation", None) else { return };
+    d.ok(&["run", "--zone", "z", "-d", "--name", "neighbour", "busybox", "sleep", "100"]);
+    let out = d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "--rm",
+        "--name",
+        "looker",
+        "busybox",
+        "sh",
+        "-c",
+        "ps -o pid,args; hostname",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(!out.contains("sleep 100"), "sees a neighbour's process: {out}");
+    assert!(lines.iter().any(|l| l.trim_start().starts_with("1 ")), "is pid 1: {out}");
+    assert_eq!(lines.last().copied(), Some("looker"));
+    assert!(lines.len() <= 4, "{out}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    // Changing the hostname needs CAP_SYS_ADMIN, which the default policy withholds.
+    let error = d.fails(&["run", "--zone", "z", "--rm", "busybox", "hostname", "evil"]);
+    assert!(!error.is_empty());
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host);
+}
+
+#[test]
+fn privileged_hostname_change_stays_inside() {
+    let policy = "[zone]\ntype = \"privileged\"\n[capabilities]\nallowed = [\"SYS_ADMIN\"]\n";
+    let Some(d) = daemon_with_zone("hostname_inside", Some(policy)) else { return };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "--rm",
+        "--name",
+        "h",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname changed && hostname",
+    ]);
+    assert_eq!(out.trim(), "changed");
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host);
+}
+
+#[test]
+fn root_filesystem_is_read_only_except_writable_paths() {
+    let policy = "[filesystem]\nwritable_paths = [\"/tmp\", \"/var\"]\n";
+    let Some(d) = daemon_with_zone("readonly_rootfs", Some(policy)) else { return };
+    let script = "touch /etc/x 2>/dev/null && echo etc-writable; touch /x 2>/dev/null && echo root-writable; \
+                  touch /tmp/ok && echo tmp-ok; mkdir -p /var/lib && touch /var/lib/ok && echo var-ok";
+    let out = d.ok(&["run", "--zone", "z", "--rm", "busybox", "sh", "-c", script]);
+    assert_eq!(out, "tmp-ok\nvar-ok\n");
+}
+
+#[test]
+fn capabilities_match_the_policy() {
+    let policy = "[capabilities]\nallowed = [\"CHOWN\", \"KILL\"]\n";
+    let Some(d) = daemon_with_zone("capabilities", Some(policy)) else { return };
+    let out = d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "--rm",
+        "busybox",
+        "grep",
+        "-E",
+        "^Cap(Eff|Bnd|Prm)|NoNewPrivs",
+        "/proc/self/status",
+    ]);
+    // CAP_CHOWN = 0, CAP_KILL = 5.
+    for line in [
+        "CapPrm:\t0000000000000021",
+        "CapEff:\t0000000000000021",
+        "CapBnd:\t0000000000000021",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in {out}");
+    }
+    let out =
+        d.ok(&["run", "--zone", "z", "--rm", "busybox", "grep", "^CapEff", "/proc/self/status"]);
+    assert!(out.contains("0000000000000021"), "{out}");
+}
+
+#[test]
+fn memory_limit_oom_kills_and_reports_it() {
+    let policy = "[resources]\nmemory_limit = \"8Mi\"\n";
+    let Some(d) = daemon_with_zone("oom", Some(policy)) else { return };
+    let out = d.cli(&[
+        "run",
+        "--zone",
+        "z",
+        "--name",
+        "hog",
+        "busybox",
+        "sh",
+        "-c",
+        "x=0123456789; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OOM"));
+    let info = inspect(&d, "hog");
+    assert_eq!(info["oom_killed"], true);
+    assert!(d.ok(&["ps", "-a"]).contains("OOM killed"));
+    let stats = json(&d.ok(&["zone", "stats", "z", "--json"]));
+    assert!(stats["oom_kills"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+#[test]
+fn containers_survive_a_daemon_crash_and_are_readopted() {
+    let Some(mut d) = daemon_with_zone("survive_restart", None) else { return };
+    d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "--name",
+        "longrun",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done",
+    ]);
+    let pid = inspect(&d, "longrun")["pid"].as_u64().unwrap();
+    d.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "container died with the daemon"
+    );
+    d.spawn();
+    let info = inspect(&d, "longrun");
+    assert_eq!(info["state"], "Running");
+    assert_eq!(info["pid"].as_u64(), Some(pid));
+    let before = d.ok(&["logs", "longrun"]).lines().count();
+    std::thread::sleep(Duration::from_millis(400));
+    let after = d.ok(&["logs", "longrun"]).lines().count();
+    assert!(after > before, "logs continue after the restart ({before} → {after})");
+    d.ok(&["stop", "-t", "1", "longrun"]);
+    assert_eq!(inspect(&d, "longrun")["state"], "Stopped");
+}
+
+#[test]
+fn exit_state_is_recorded_from_the_exit_event() {
+    let Some(d) = daemon_with_zone("exit_event", None) else { return };
+    let id = d.ok(&["run", "--zone", "z", "-d", "busybox", "sh", "-c", "sleep 0.3; exit 4"]);
+    let id = id.trim();
+    // No polling of the process by the daemon: the state flips when the shim reports the exit.
+    assert_eq!(d.ok(&["wait", id]).trim(), "4");
+    let info = inspect(&d, id);
+    assert_eq!(info["state"], "Stopped");
+    assert!(!info["finished_at"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn images_in_use_cannot_be_removed() {
+    let Some(d) = daemon_with_zone("image_in_use", None) else { return };
+    d.ok(&["create", "--zone", "z", "--name", "holder", "busybox", "true"]);
+    let error = d.fails(&["image", "rm", "busybox"]);
+    assert!(error.contains("in use") || error.contains("used"), "{error}");
+    d.ok(&["rm", "holder"]);
+    d.ok(&["image", "rm", "busybox"]);
+    assert!(d.fails(&["run", "--zone", "z", "--rm", "busybox:latest", "true"]).contains("busybox"));
+}
