@@ -81,6 +81,12 @@ mod tests {
             (Role::Daemon, os(&["--root", "/x"]))
         );
         assert_eq!(dispatch(&os(&["rauha", "zone", "list"])), (Role::Cli, os(&["zone", "list"])));
+        let shim_args = os(&["--zone", "1"]);
+        assert_eq!(
+            dispatch(&os(&["/x/rauha-shim", "--zone", "1"])),
+            (Role::Shim, shim_args.clone())
+        );
+        assert_eq!(dispatch(&os(&["rauha", "shim", "--zone", "1"])), (Role::Shim, shim_args));
     }
 
     #[test]

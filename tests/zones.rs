@@ -230,7 +230,10 @@ fn restart_keeps_zones_and_reconciles_cgroups() {
     assert!(!orphan.exists(), "orphan cgroup removed");
     let log = d.log();
     assert!(log.contains("re-created the zone's missing kernel object zone=a (cgroup)"), "{log}");
-    assert!(log.contains("removed a kernel object that no zone owns object=cgroup zone-99"), "{log}");
+    assert!(
+        log.contains("removed a kernel object that no zone owns object=cgroup zone-99"),
+        "{log}"
+    );
 
     // Numeric ids stay held: the next zone takes the free id 2, not 1 or 3.
     d.ok(&["zone", "create", "--name", "d"]);

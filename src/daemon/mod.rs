@@ -271,17 +271,21 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only for a person watching; logs captured to files stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn serve(config: DaemonConfig) -> Result<(), StartError> {
-    let daemon = Arc::new(
-        smol::unblock({
-            let config = config.clone();
-            move || Daemon::start(config)
-        })
-        .await?,
-    );
+    let daemon = smol::unblock({
+        let config = config.clone();
+        move || Daemon::start(config)
+    })
+    .await?;
     let listener = bind_socket(&config).await?;
     tracing::info!(
         socket = %config.socket.display(),
