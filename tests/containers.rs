@@ -356,3 +356,34 @@ fn images_in_use_cannot_be_removed() {
     d.ok(&["image", "rm", "busybox"]);
     assert!(d.fails(&["run", "--zone", "z", "--rm", "busybox:latest", "true"]).contains("busybox"));
 }
+
+#[test]
+fn lifecycle_events_are_recorded_and_followed() {
+    let Some(d) = daemon_with_zone("events", None) else { return };
+    let mut follower = d
+        .command(&["events", "--zone", "z", "-f", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.ok(&["run", "--zone", "z", "--name", "e", "busybox", "true"]);
+    let policy = d.write_file("p.toml", "[resources]\npids_max = 99\n");
+    d.ok(&["policy", "apply", "--zone", "z", policy.to_str().unwrap()]);
+    let history = d.ok(&["events", "--zone", "z"]);
+    for kind in [
+        "zone.created",
+        "container.created",
+        "container.started",
+        "container.exited",
+        "policy.applied",
+    ] {
+        assert!(history.contains(kind), "{kind} missing from {history}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    follower.kill().unwrap();
+    let out = follower.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(json).collect();
+    assert!(lines.iter().any(|e| e["event_type"] == "container.exited" && e["zone"] == "z"));
+    assert!(lines.iter().any(|e| e["event_type"] == "policy.applied"));
+    assert!(d.fails(&["events", "--zone", "nowhere"]).contains("not found"));
+}

@@ -70,7 +70,20 @@ pub trait IsolationBackend: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error(transparent)]
-    Cgroup(#[from] linux::cgroup::CgroupError),
+    Cgroup(Box<linux::cgroup::CgroupError>),
     #[error(transparent)]
-    Net(#[from] crate::net::NetError),
+    Net(Box<crate::net::NetError>),
+}
+
+// Boxed: the step errors carry paths and OS errors, and every request error embeds this one.
+impl From<linux::cgroup::CgroupError> for BackendError {
+    fn from(error: linux::cgroup::CgroupError) -> Self {
+        Self::Cgroup(Box::new(error))
+    }
+}
+
+impl From<crate::net::NetError> for BackendError {
+    fn from(error: crate::net::NetError) -> Self {
+        Self::Net(Box::new(error))
+    }
 }

@@ -2,6 +2,7 @@
 //! only through `rpc`.
 
 mod container;
+mod events;
 mod image;
 mod logs;
 mod output;
@@ -49,6 +50,7 @@ enum Command {
     Inspect(container::Inspect),
     Wait(container::Wait),
     Image(image::ImageCommand),
+    Events(events::Events),
     Info(InfoCommand),
     Daemon(DaemonArgs),
 }
@@ -132,6 +134,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Command::Inspect(c) => Request::Inspect(c),
         Command::Wait(c) => Request::Wait(c),
         Command::Image(c) => Request::Image(c),
+        Command::Events(c) => Request::Events(c),
         Command::Info(c) => Request::Info(c),
     };
     let socket = cli.socket.unwrap_or_else(default_socket);
@@ -180,6 +183,7 @@ enum Request {
     Inspect(container::Inspect),
     Wait(container::Wait),
     Image(image::ImageCommand),
+    Events(events::Events),
     Info(InfoCommand),
 }
 
@@ -199,6 +203,7 @@ async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError
         Request::Inspect(c) => container::inspect(&client, c).await,
         Request::Wait(c) => container::wait(&client, c).await,
         Request::Image(c) => image::image(&client, &socket, c).await,
+        Request::Events(c) => events::events(&client, &socket, c).await,
         Request::Info(InfoCommand { json }) => {
             let info = client.daemon_info(context()).await?;
             if json {

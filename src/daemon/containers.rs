@@ -53,12 +53,6 @@ fn exit_info(status: ExitStatus, oom_killed: bool, finished_at: SystemTime) -> E
     }
 }
 
-impl From<ShimCallError> for RequestError {
-    fn from(error: ShimCallError) -> Self {
-        RequestError::Shim(error)
-    }
-}
-
 impl Daemon {
     fn container_dir(&self, id: Uuid) -> PathBuf {
         self.config.root.join("containers").join(id.to_string())
@@ -203,6 +197,11 @@ impl Daemon {
             return Err(error);
         }
         tracing::info!(container = %container.name, %id, zone = %zone.name, "container created");
+        self.events.publish(
+            &zone.name,
+            "container.created",
+            format!("container {} ({id})", container.name),
+        );
         Ok(self.container_info(&container))
     }
 
@@ -296,7 +295,7 @@ impl Daemon {
             created.in_shim = Some(zone.numeric_id);
             match shim.call(&ShimRequest::CreateContainer(Box::new(shim_spec)))? {
                 ShimResponse::Created { pid } => Ok((pid, args)),
-                other => Err(RequestError::Shim(ShimCallError::Unexpected {
+                other => Err(RequestError::from(ShimCallError::Unexpected {
                     zone: zone.numeric_id,
                     request: "CreateContainer",
                     response: format!("{other:?}"),
@@ -360,6 +359,11 @@ impl Daemon {
         self.save_container(current.clone())?;
         started?;
         tracing::info!(container = %current.name, "container started");
+        self.events.publish(
+            &zone.name,
+            "container.started",
+            format!("container {} pid {}", current.name, current.pid),
+        );
         Ok(self.container_info(&current))
     }
 
@@ -494,6 +498,11 @@ impl Daemon {
         self.containers().remove(&container.id);
         self.container_changed.notify_all();
         tracing::info!(container = %container.name, "container removed");
+        self.events.publish(
+            &zone.name,
+            "container.removed",
+            format!("container {}", container.name),
+        );
         Ok(())
     }
 
@@ -598,6 +607,23 @@ impl Daemon {
     fn record_exit(&self, id: Uuid, exit: ExitInfo) {
         let Some(mut container) = self.containers().get(&id).cloned() else { return };
         tracing::info!(container = %container.name, code = exit.code, oom = exit.oom_killed, "container exited");
+        let zone = self
+            .registry()
+            .get_by_id(container.zone_id)
+            .map(|z| z.name.clone())
+            .unwrap_or_default();
+        if exit.oom_killed {
+            self.events.publish(
+                &zone,
+                "container.oom",
+                format!("container {} killed by the OOM killer", container.name),
+            );
+        }
+        self.events.publish(
+            &zone,
+            "container.exited",
+            format!("container {} exited with code {}", container.name, exit.code),
+        );
         container.state = ContainerState::Stopped;
         container.pid = 0;
         container.exit = Some(exit);
@@ -666,6 +692,6 @@ struct CreatedParts {
 fn image_error(reference: &str) -> impl FnOnce(ImageError) -> RequestError + '_ {
     move |error| match error.kind() {
         crate::image::ErrorKind::NotFound => RequestError::ImageNotFound(reference.to_owned()),
-        _ => RequestError::Image(error),
+        _ => RequestError::from(error),
     }
 }

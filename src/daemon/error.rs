@@ -41,9 +41,9 @@ pub enum RequestError {
     #[error("image {0:?} not found locally; pull it first (rauha image pull {0})")]
     ImageNotFound(String),
     #[error(transparent)]
-    Image(ImageError),
+    Image(Box<ImageError>),
     #[error(transparent)]
-    Shim(ShimCallError),
+    Shim(Box<ShimCallError>),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -71,13 +71,18 @@ impl RequestError {
                 crate::image::ErrorKind::FailedPrecondition => ErrorKind::FailedPrecondition,
                 crate::image::ErrorKind::Internal => ErrorKind::Internal,
             },
-            Self::Shim(ShimCallError::Failed(failure)) => match failure.kind {
-                crate::shim::protocol::FailureKind::NotFound => ErrorKind::NotFound,
-                crate::shim::protocol::FailureKind::AlreadyExists => ErrorKind::AlreadyExists,
-                crate::shim::protocol::FailureKind::InvalidRequest
-                | crate::shim::protocol::FailureKind::StartFailed => ErrorKind::InvalidArgument,
-                crate::shim::protocol::FailureKind::InvalidState
-                | crate::shim::protocol::FailureKind::NotRunning => ErrorKind::FailedPrecondition,
+            Self::Shim(error) if matches!(**error, ShimCallError::Failed(_)) => match &**error {
+                ShimCallError::Failed(failure) => match failure.kind {
+                    crate::shim::protocol::FailureKind::NotFound => ErrorKind::NotFound,
+                    crate::shim::protocol::FailureKind::AlreadyExists => ErrorKind::AlreadyExists,
+                    crate::shim::protocol::FailureKind::InvalidRequest
+                    | crate::shim::protocol::FailureKind::StartFailed => ErrorKind::InvalidArgument,
+                    crate::shim::protocol::FailureKind::InvalidState
+                    | crate::shim::protocol::FailureKind::NotRunning => {
+                        ErrorKind::FailedPrecondition
+                    }
+                    _ => ErrorKind::Internal,
+                },
                 _ => ErrorKind::Internal,
             },
             Self::Store(_)
@@ -86,6 +91,18 @@ impl RequestError {
             | Self::Shim(_)
             | Self::Io { .. } => ErrorKind::Internal,
         }
+    }
+}
+
+impl From<ImageError> for RequestError {
+    fn from(error: ImageError) -> Self {
+        RequestError::Image(Box::new(error))
+    }
+}
+
+impl From<ShimCallError> for RequestError {
+    fn from(error: ShimCallError) -> Self {
+        RequestError::Shim(Box::new(error))
     }
 }
 

@@ -181,4 +181,13 @@ impl Rauha for Server {
     async fn image_prune(self, _: Context) -> Result<PruneSummary, ApiError> {
         self.blocking(|d| d.prune_images()).await
     }
+
+    async fn events(
+        self,
+        _: Context,
+        zone: Option<String>,
+        follow: bool,
+    ) -> Result<Ticket, ApiError> {
+        self.blocking(move |d| d.events_stream(zone, follow)).await
+    }
 }

@@ -67,7 +67,7 @@ impl Daemon {
         platform: Option<String>,
     ) -> Result<Ticket, RequestError> {
         // Reject a malformed reference before starting anything.
-        reference.parse::<crate::image::Reference>().map_err(RequestError::Image)?;
+        reference.parse::<crate::image::Reference>().map_err(RequestError::from)?;
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| RequestError::Io { path: "pipe".into(), source: e.into() })?;
         rustix::fs::fcntl_setfl(&write, rustix::fs::OFlags::NONBLOCK)
@@ -96,7 +96,7 @@ impl Daemon {
                 }
                 Err(error) => {
                     tracing::warn!(image = %reference, %error, "pull failed");
-                    PullEvent::Failed(ApiError::from(RequestError::Image(error)))
+                    PullEvent::Failed(ApiError::from(RequestError::from(error)))
                 }
             };
             smol::unblock(move || finish(&write, &event)).await;
@@ -110,23 +110,23 @@ impl Daemon {
         path: &str,
         tag: Option<&str>,
     ) -> Result<Vec<ImageInfo>, RequestError> {
-        let records = self.images.import(Path::new(path), tag).map_err(RequestError::Image)?;
+        let records = self.images.import(Path::new(path), tag).map_err(RequestError::from)?;
         Ok(records.iter().map(ImageInfo::from).collect())
     }
 
     pub fn list_images(&self) -> Result<Vec<ImageInfo>, RequestError> {
-        Ok(self.images.list().map_err(RequestError::Image)?.iter().map(ImageInfo::from).collect())
+        Ok(self.images.list().map_err(RequestError::from)?.iter().map(ImageInfo::from).collect())
     }
 
     pub fn inspect_image(&self, reference: &str) -> Result<ImageInfo, RequestError> {
-        Ok(ImageInfo::from(&self.images.inspect(reference).map_err(RequestError::Image)?))
+        Ok(ImageInfo::from(&self.images.inspect(reference).map_err(RequestError::from)?))
     }
 
     pub fn remove_image(&self, reference: &str) -> Result<(), RequestError> {
-        self.images.remove(reference, |record| self.in_use(record)).map_err(RequestError::Image)
+        self.images.remove(reference, |record| self.in_use(record)).map_err(RequestError::from)
     }
 
     pub fn prune_images(&self) -> Result<PruneSummary, RequestError> {
-        Ok(self.images.prune(|record| self.in_use(record)).map_err(RequestError::Image)?.into())
+        Ok(self.images.prune(|record| self.in_use(record)).map_err(RequestError::from)?.into())
     }
 }

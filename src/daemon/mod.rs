@@ -3,6 +3,7 @@
 
 mod containers;
 mod error;
+mod events;
 mod handlers;
 mod images;
 mod peer;
@@ -32,6 +33,7 @@ use crate::container::Container;
 use crate::image::{ImageService, RegistryConfig};
 use crate::store::Store;
 use crate::zone::{Zone, ZoneRegistry, ZoneState};
+pub use events::Event;
 pub use zones::format_timestamp;
 
 /// Default state dir (`--root`, `RAUHA_ROOT`).
@@ -162,6 +164,7 @@ pub struct Daemon {
     removed: Mutex<HashMap<Uuid, Container>>,
     /// File descriptors parked for a client's claim on the fd channel.
     tickets: Mutex<HashMap<u128, (Instant, Vec<OwnedFd>)>>,
+    events: events::EventBus,
 }
 
 impl Daemon {
@@ -204,6 +207,7 @@ impl Daemon {
                 container_changed: Condvar::new(),
                 removed: Mutex::new(HashMap::new()),
                 tickets: Mutex::new(HashMap::new()),
+                events: events::EventBus::default(),
             }
         });
         daemon.recover(zones)?;
@@ -327,7 +331,7 @@ fn accept(stream: UnixStream, group: Option<u32>, server: handlers::Server, daem
     smol::spawn(Compat::new(async move {
         match crate::rpc::admit(stream, verdict).await {
             Some(crate::rpc::Admitted::Rpc(transport)) => {
-                BaseChannel::with_defaults(transport)
+                BaseChannel::with_defaults(*transport)
                     .execute(server.serve())
                     .for_each(|response| async move {
                         smol::spawn(Compat::new(response)).detach();

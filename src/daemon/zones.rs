@@ -67,6 +67,7 @@ impl Daemon {
         let info = self.info(&zone);
         zones.insert(zone)?;
         tracing::info!(zone = %info.name, id = %info.id, numeric_id = info.numeric_id, "zone created");
+        self.events.publish(&info.name, "zone.created", format!("zone {} created", info.id));
         Ok(info)
     }
 
@@ -115,6 +116,7 @@ impl Daemon {
         self.finish_deletion(&zone)?;
         zones.remove(name);
         tracing::info!(zone = %name, "zone deleted");
+        self.events.publish(name, "zone.deleted", format!("zone {} deleted", zone.id));
         Ok(())
     }
 
@@ -169,6 +171,8 @@ impl Daemon {
         zones.update(new);
         let changed: Vec<String> = changes.changes.iter().map(ToString::to_string).collect();
         tracing::info!(zone = %name, changes = %changed.join("; "), "policy applied");
+        let summary = if changed.is_empty() { "no changes".to_owned() } else { changed.join("; ") };
+        self.events.publish(name, "policy.applied", summary);
         Ok(PolicyApplied {
             applied_live: keys(policy::ApplyMode::Live),
             on_next_start: keys(policy::ApplyMode::NewProcesses),

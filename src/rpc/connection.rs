@@ -94,7 +94,7 @@ pub type ServerTransport = tarpc::serde_transport::Transport<
 
 /// An admitted connection, by the channel the client asked for.
 pub enum Admitted {
-    Rpc(ServerTransport),
+    Rpc(Box<ServerTransport>),
     /// A blocking stream on which the client claims fds with a ticket (`fds::serve_claim`).
     Fds(std::os::unix::net::UnixStream),
 }
@@ -124,10 +124,10 @@ pub async fn admit(mut stream: UnixStream, verdict: Handshake) -> Option<Admitte
         return None;
     }
     if channel[0] == CHANNEL_RPC {
-        return Some(Admitted::Rpc(tarpc::serde_transport::new(
+        return Some(Admitted::Rpc(Box::new(tarpc::serde_transport::new(
             framed(Compat::new(stream)),
             Postcard::default(),
-        )));
+        ))));
     }
     // The fd channel is short and blocking: hand over a blocking duplicate of the socket.
     let fd = match rustix::io::fcntl_dupfd_cloexec(&stream, 0) {

@@ -68,4 +68,8 @@ pub trait Rauha {
     async fn image_remove(reference: String) -> Result<(), ApiError>;
     /// Remove untagged unused images, unreferenced blobs and unpacked layers.
     async fn image_prune() -> Result<PruneSummary, ApiError>;
+
+    /// Ticket for a pipe of events (JSON lines, `daemon::Event`) of one zone or all: recent
+    /// history, then with `follow` new events as they happen.
+    async fn events(zone: Option<String>, follow: bool) -> Result<Ticket, ApiError>;
 }
