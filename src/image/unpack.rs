@@ -7,6 +7,10 @@
 //! `O_NOFOLLOW`/`O_EXCL`, so nothing outside the layer directory can be reached.
 //! OCI whiteouts `.wh.<name>` become overlayfs whiteouts (char device 0:0) and `.wh..wh..opq`
 //! becomes `trusted.overlay.opaque=y` on the directory.
+//! Ownership is applied only as root; `trusted.*` xattrs need CAP_SYS_ADMIN, so layers with
+//! opaque directories unpack only as root (rootless would need `user.overlay.opaque` and the
+//! `userxattr` mount option). Layer-supplied `trusted.overlay.*` xattrs are dropped: a layer
+//! must not forge overlay metadata. Symlinks keep ownership and mtime but not xattrs.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -681,4 +685,30 @@ fn remove_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
         remove_at(sub.as_fd(), os(&n))?;
     }
     rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_detection() {
+        let gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+        assert_eq!(detect_compression(gz, b"\x1f\x8b\x08\x00"), Compression::Gzip);
+        // Magic wins over a wrong media type.
+        assert_eq!(detect_compression(gz, b"\x28\xb5\x2f\xfd"), Compression::Zstd);
+        assert_eq!(detect_compression(gz, b"bin/"), Compression::Gzip);
+        assert_eq!(
+            detect_compression("application/vnd.oci.image.layer.v1.tar", b"bin/"),
+            Compression::None
+        );
+    }
+
+    #[test]
+    fn clean_clamps_at_root() {
+        assert_eq!(clean(b"../../a/./b//c/.."), vec![&b"a"[..], b"b"]);
+        assert_eq!(clean(b"/etc/passwd"), vec![&b"etc"[..], b"passwd"]);
+        assert!(clean(b"./").is_empty());
+        assert!(clean(b"a/../..").is_empty());
+    }
 }
