@@ -387,3 +387,142 @@ fn lifecycle_events_are_recorded_and_followed() {
     assert!(lines.iter().any(|e| e["event_type"] == "policy.applied"));
     assert!(d.fails(&["events", "--zone", "nowhere"]).contains("not found"));
 }
+
+#[test]
+fn exec_without_a_tty_keeps_streams_apart_and_returns_the_code() {
+    let Some(d) = daemon_with_zone("exec_pipes", None) else { return };
+    d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "--name",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "echo inside > /tmp/mark; sleep 100",
+    ]);
+    let out = d.cli(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; cat /tmp/mark; hostname; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\ninside\nbox\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // The exec joins the container's pid namespace: pid 1 is the container's sleep.
+    let ps = d.ok(&["exec", "box", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains("sleep 100")),
+        "{ps}"
+    );
+    // Same cgroup as the container's init.
+    let own = d.ok(&["exec", "box", "cat", "/proc/self/cgroup"]);
+    let init = d.ok(&["exec", "box", "cat", "/proc/1/cgroup"]);
+    assert_eq!(own, init);
+    assert_eq!(
+        d.ok(&[
+            "exec",
+            "-e",
+            "GREETING=hi",
+            "-w",
+            "/tmp",
+            "box",
+            "sh",
+            "-c",
+            "echo $GREETING; pwd"
+        ]),
+        "hi\n/tmp\n"
+    );
+    assert_eq!(d.ok(&["exec", "-u", "nobody", "box", "id", "-u"]).trim(), "65534");
+
+    let mut child = d
+        .command(&["exec", "-i", "box", "sh", "-c", "tr a-z A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"piped input\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED INPUT\n");
+
+    let error = d.fails(&["exec", "box", "/bin/nonexistent"]);
+    assert!(error.contains("nonexistent"), "{error}");
+    d.ok(&["stop", "-t", "1", "box"]);
+    let error = d.fails(&["exec", "box", "true"]);
+    assert!(error.contains("Stopped"), "{error}");
+    assert!(d.fails(&["exec", "ghost", "true"]).contains("not found"));
+}
+
+#[test]
+fn exec_with_a_tty_follows_window_size_changes() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+
+    let Some(d) = daemon_with_zone("exec_tty", None) else { return };
+    d.ok(&["run", "--zone", "z", "-d", "--name", "term", "busybox", "sleep", "100"]);
+    // Without a local terminal the session still gets a PTY inside.
+    assert!(d.ok(&["exec", "-t", "term", "tty"]).starts_with("/dev/pts/"));
+
+    // A terminal of our own for the CLI, so it takes the local size and forwards resizes.
+    let master =
+        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+            .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let slave =
+        std::fs::File::options().read(true).write(true).open(name.to_str().unwrap()).unwrap();
+    rauha::shim::pty::set_window_size(&master, 30, 100).unwrap();
+    let mut command = d.command(&["exec", "-it", "term", "sh"]);
+    command
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // SAFETY: setsid and TIOCSCTTY on fd 0 are single syscalls; nothing is allocated.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(std::io::stdin().as_fd())?;
+            Ok(())
+        });
+    }
+    let mut cli = command.spawn().unwrap();
+    drop(slave);
+    let mut terminal = std::fs::File::from(master);
+    let mut seen = String::new();
+    let mut read_until = |terminal: &mut std::fs::File, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buffer = [0u8; 4096];
+        while !seen.contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in terminal output: {seen:?}");
+            let fd = terminal.as_fd();
+            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+            if rustix::event::poll(
+                &mut fds,
+                Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 }),
+            )
+            .unwrap()
+                > 0
+            {
+                let n = terminal.read(&mut buffer).unwrap();
+                seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        }
+    };
+    terminal.write_all(b"stty size\n").unwrap();
+    read_until(&mut terminal, "30 100");
+    rauha::shim::pty::set_window_size(terminal.as_fd(), 40, 120).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    terminal.write_all(b"stty size\n").unwrap();
+    read_until(&mut terminal, "40 120");
+    terminal.write_all(b"exit 5\n").unwrap();
+    let status = cli.wait().unwrap();
+    assert_eq!(status.code(), Some(5));
+}

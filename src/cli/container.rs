@@ -168,7 +168,7 @@ pub struct Wait {
 
 /// A request context for waits that last as long as the container runs (a year: tarpc's timer
 /// wheel takes no longer deadline).
-fn unbounded() -> tarpc::context::Context {
+pub(super) fn unbounded() -> tarpc::context::Context {
     let mut context = context();
     context.deadline = std::time::Instant::now() + std::time::Duration::from_secs(365 * 86400);
     context

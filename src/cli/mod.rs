@@ -3,6 +3,7 @@
 
 mod container;
 mod events;
+mod exec;
 mod image;
 mod logs;
 mod output;
@@ -47,6 +48,7 @@ enum Command {
     Kill(container::Kill),
     Rm(container::Rm),
     Logs(container::Logs),
+    Exec(exec::Exec),
     Inspect(container::Inspect),
     Wait(container::Wait),
     Image(image::ImageCommand),
@@ -105,9 +107,61 @@ pub fn parse_role_args<T: FromArgs>(name: &str, args: &[OsString]) -> Result<T, 
     })
 }
 
+/// Options (of `run`, `create`, `exec`) that take a value, so the token after them is theirs.
+const VALUE_OPTIONS: &[&str] =
+    &["--socket", "--zone", "--name", "-e", "--env", "-w", "--workdir", "-u", "--user"];
+
+/// Split Docker-style combined short switches (`-it`, `-dt`) of `run`, `create` and `exec`
+/// into single ones for argh — only before the image or container argument, so the command
+/// run inside keeps its own arguments untouched (`ls -la`).
+fn expand_combined_switches(args: &[OsString]) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.iter();
+    let mut in_container_command = false;
+    while let Some(arg) = iter.next() {
+        out.push(arg.clone());
+        let text = arg.to_str().unwrap_or_default();
+        if VALUE_OPTIONS.contains(&text) {
+            if let Some(value) = iter.next() {
+                out.push(value.clone());
+            }
+        } else if ["run", "create", "exec"].contains(&text) {
+            in_container_command = true;
+            break;
+        } else if !text.starts_with('-') {
+            break;
+        }
+    }
+    if !in_container_command {
+        out.extend(iter.cloned());
+        return out;
+    }
+    while let Some(arg) = iter.next() {
+        let text = arg.to_str().unwrap_or_default();
+        let combined = text.len() > 2
+            && text.starts_with('-')
+            && text[1..].bytes().all(|b| b.is_ascii_alphabetic());
+        if combined {
+            out.extend(text[1..].chars().map(|c| OsString::from(format!("-{c}"))));
+            continue;
+        }
+        out.push(arg.clone());
+        if VALUE_OPTIONS.contains(&text) {
+            if let Some(value) = iter.next() {
+                out.push(value.clone());
+            }
+        } else if !text.starts_with('-') || text == "--" {
+            break;
+        }
+    }
+    out.extend(iter.cloned());
+    out
+}
+
 /// Entry point of the CLI role.
 pub fn run(args: &[OsString]) -> ExitCode {
-    let cli = match parse_role_args::<Cli>("rauha", args) {
+    let args = expand_combined_switches(args);
+    let cli = match parse_role_args::<Cli>("rauha", &args) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -131,6 +185,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Command::Kill(c) => Request::Kill(c),
         Command::Rm(c) => Request::Rm(c),
         Command::Logs(c) => Request::Logs(c),
+        Command::Exec(c) => Request::Exec(c),
         Command::Inspect(c) => Request::Inspect(c),
         Command::Wait(c) => Request::Wait(c),
         Command::Image(c) => Request::Image(c),
@@ -180,6 +235,7 @@ enum Request {
     Kill(container::Kill),
     Rm(container::Rm),
     Logs(container::Logs),
+    Exec(exec::Exec),
     Inspect(container::Inspect),
     Wait(container::Wait),
     Image(image::ImageCommand),
@@ -200,6 +256,7 @@ async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError
         Request::Kill(c) => container::kill(&client, c).await,
         Request::Rm(c) => container::rm(&client, c).await,
         Request::Logs(c) => container::logs(&client, &socket, c).await,
+        Request::Exec(c) => exec::exec(&client, &socket, c).await,
         Request::Inspect(c) => container::inspect(&client, c).await,
         Request::Wait(c) => container::wait(&client, c).await,
         Request::Image(c) => image::image(&client, &socket, c).await,
@@ -217,5 +274,29 @@ async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn combined_switches_split_only_before_the_container_command() {
+        assert_eq!(
+            expand_combined_switches(&os(&["exec", "-it", "c", "ls", "-la"])),
+            os(&["exec", "-i", "-t", "c", "ls", "-la"])
+        );
+        assert_eq!(
+            expand_combined_switches(&os(&[
+                "--socket", "/s", "run", "--zone", "z", "-dt", "-e", "A=-xy", "img", "-it"
+            ])),
+            os(&["--socket", "/s", "run", "--zone", "z", "-d", "-t", "-e", "A=-xy", "img", "-it"])
+        );
+        assert_eq!(expand_combined_switches(&os(&["ps", "-aq"])), os(&["ps", "-aq"]));
     }
 }

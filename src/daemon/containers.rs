@@ -54,7 +54,7 @@ fn exit_info(status: ExitStatus, oom_killed: bool, finished_at: SystemTime) -> E
 }
 
 impl Daemon {
-    fn container_dir(&self, id: Uuid) -> PathBuf {
+    pub(super) fn container_dir(&self, id: Uuid) -> PathBuf {
         self.config.root.join("containers").join(id.to_string())
     }
 
@@ -91,7 +91,7 @@ impl Daemon {
     }
 
     /// Find a container by full id, unique id prefix, or name.
-    fn find_container(&self, reference: &str) -> Result<Container, RequestError> {
+    pub(super) fn find_container(&self, reference: &str) -> Result<Container, RequestError> {
         let containers = self.containers();
         if let Ok(id) = Uuid::parse_str(reference) {
             return containers
@@ -328,7 +328,7 @@ impl Daemon {
         }
     }
 
-    fn zone_of(&self, container: &Container) -> Result<Zone, RequestError> {
+    pub(super) fn zone_of(&self, container: &Container) -> Result<Zone, RequestError> {
         self.registry().get_by_id(container.zone_id).cloned().ok_or_else(|| {
             RequestError::InvalidArgument(format!(
                 "container {} belongs to a zone that no longer exists",
@@ -594,8 +594,14 @@ impl Daemon {
 
     /// A shim event: the only way a container becomes `Stopped` while the daemon runs.
     pub(super) fn on_shim_event(&self, zone: u32, event: ShimEvent) {
-        let ShimEvent::Exited { container_id, status, oom_killed, finished_at } = event else {
-            return;
+        let (container_id, status, oom_killed, finished_at) = match event {
+            ShimEvent::Exited { container_id, status, oom_killed, finished_at } => {
+                (container_id, status, oom_killed, finished_at)
+            }
+            ShimEvent::ExecExited { exec_id, status, .. } => {
+                self.record_exec_exit(&exec_id, status.shell_code());
+                return;
+            }
         };
         let Ok(id) = Uuid::parse_str(&container_id) else {
             tracing::warn!(zone, %container_id, "exit event for a container id the daemon never made");

@@ -32,6 +32,8 @@ pub enum RequestError {
     RollbackFailed { zone: String, failure: String, rollback: BackendError },
     #[error("container {0:?} not found")]
     ContainerNotFound(String),
+    #[error("exec session {0:?} not found (unknown, or its exit code was already collected)")]
+    ExecNotFound(String),
     #[error("a container named {0:?} already exists")]
     ContainerExists(String),
     #[error("container {container:?} is {state}; cannot {action}")]
@@ -61,7 +63,9 @@ impl RequestError {
             | Self::ZoneHasContainers { .. }
             | Self::ContainerState { .. }
             | Self::ContainerRunning(_) => ErrorKind::FailedPrecondition,
-            Self::ContainerNotFound(_) | Self::ImageNotFound(_) => ErrorKind::NotFound,
+            Self::ContainerNotFound(_) | Self::ImageNotFound(_) | Self::ExecNotFound(_) => {
+                ErrorKind::NotFound
+            }
             Self::ContainerExists(_) => ErrorKind::AlreadyExists,
             Self::Image(error) => match error.kind() {
                 crate::image::ErrorKind::NotFound => ErrorKind::NotFound,

@@ -7,8 +7,8 @@ use tarpc::context::Context;
 
 use super::Daemon;
 use crate::rpc::{
-    ApiError, ContainerCreateRequest, ContainerInfo, DaemonInfo, ImageInfo, PolicyApplied,
-    PruneSummary, Rauha, Ticket, ZoneCreateRequest, ZoneInfo, ZoneStats,
+    ApiError, ContainerCreateRequest, ContainerInfo, DaemonInfo, ExecRequest, ImageInfo,
+    PolicyApplied, PruneSummary, Rauha, Ticket, ZoneCreateRequest, ZoneInfo, ZoneStats,
 };
 
 /// One handle per connection onto the shared daemon.
@@ -189,5 +189,21 @@ impl Rauha for Server {
         follow: bool,
     ) -> Result<Ticket, ApiError> {
         self.blocking(move |d| d.events_stream(zone, follow)).await
+    }
+
+    async fn container_exec(
+        self,
+        _: Context,
+        request: ExecRequest,
+    ) -> Result<(String, Ticket), ApiError> {
+        self.blocking(move |d| {
+            let (exec_id, fds) = d.exec_container(request)?;
+            Ok((exec_id, d.park_fds(fds)))
+        })
+        .await
+    }
+
+    async fn exec_wait(self, _: Context, exec_id: String) -> Result<i32, ApiError> {
+        self.blocking(move |d| d.wait_exec(&exec_id)).await
     }
 }

@@ -4,6 +4,7 @@
 mod containers;
 mod error;
 mod events;
+mod exec;
 mod handlers;
 mod images;
 mod peer;
@@ -165,6 +166,9 @@ pub struct Daemon {
     /// File descriptors parked for a client's claim on the fd channel.
     tickets: Mutex<HashMap<u128, (Instant, Vec<OwnedFd>)>>,
     events: events::EventBus,
+    /// Exit codes of exec sessions by exec id (`None` while running), with when they changed.
+    exits: Mutex<HashMap<String, (Instant, Option<i32>)>>,
+    exec_done: Condvar,
 }
 
 impl Daemon {
@@ -208,6 +212,8 @@ impl Daemon {
                 removed: Mutex::new(HashMap::new()),
                 tickets: Mutex::new(HashMap::new()),
                 events: events::EventBus::default(),
+                exits: Mutex::new(HashMap::new()),
+                exec_done: Condvar::new(),
             }
         });
         daemon.recover(zones)?;

@@ -69,6 +69,13 @@ pub trait Rauha {
     /// Remove untagged unused images, unreferenced blobs and unpacked layers.
     async fn image_prune() -> Result<PruneSummary, ApiError>;
 
+    /// Start a process in a running container; returns its exec id and a ticket for its stdio
+    /// fds (with a TTY the PTY master alone; else stdin's write end when interactive, then the
+    /// stdout and stderr read ends).
+    async fn container_exec(request: ExecRequest) -> Result<(String, Ticket), ApiError>;
+    /// Wait for an exec session to end; its exit code (128 + signal when killed).
+    async fn exec_wait(exec_id: String) -> Result<i32, ApiError>;
+
     /// Ticket for a pipe of events (JSON lines, `daemon::Event`) of one zone or all: recent
     /// history, then with `follow` new events as they happen.
     async fn events(zone: Option<String>, follow: bool) -> Result<Ticket, ApiError>;

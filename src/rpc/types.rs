@@ -188,3 +188,22 @@ pub struct PruneSummary {
     pub layers_removed: u64,
     pub bytes_freed: u64,
 }
+
+/// `exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub container: String,
+    pub command: Vec<String>,
+    /// `KEY=VALUE`, added to (and replacing in) the container's environment.
+    pub env: Vec<String>,
+    /// Allocate a PTY (in the container's devpts).
+    pub tty: bool,
+    /// Keep stdin open.
+    pub interactive: bool,
+    /// Initial window size (rows, cols), with a TTY.
+    pub tty_size: Option<(u16, u16)>,
+    /// Empty = the container's user.
+    pub user: String,
+    /// Empty = the container's working dir.
+    pub working_dir: String,
+}
