@@ -4,8 +4,10 @@
 
 pub mod linux;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use crate::net::{PeerInfo, PortMapping};
 use crate::shim::protocol::CgroupSpec;
 use crate::zone::Zone;
 
@@ -18,6 +20,17 @@ pub struct ZoneKernelInfo {
     pub cgroup_id: u64,
 }
 
+/// What the daemon knows about a zone's place on the network beyond its policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ZoneNetwork {
+    /// The zone's bridge address (bridged zones).
+    pub address: Option<Ipv4Addr>,
+    /// Zones this zone lists in `allowed_zones`, with their addresses.
+    pub peers: Vec<PeerInfo>,
+    /// Host ports forwarded into the zone.
+    pub published: Vec<PortMapping>,
+}
+
 /// Live readings of a zone's resource use and the limits in force.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ZoneUsage {
@@ -27,6 +40,8 @@ pub struct ZoneUsage {
     pub pids_current: u64,
     pub pids_max: Option<u64>,
     pub oom_kills: u64,
+    pub network_rx_bytes: u64,
+    pub network_tx_bytes: u64,
 }
 
 /// What start-up reconciliation changed.
@@ -42,12 +57,20 @@ pub struct ReconcileReport {
 pub trait IsolationBackend: Send + Sync {
     /// One line describing the host facilities in use (for `daemon_info` and logs).
     fn describe(&self) -> String;
-    /// Create the zone's kernel objects with its policy's limits; all-or-nothing.
-    fn create_zone(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError>;
+    /// Create the zone's kernel objects with its policy's limits and network; all-or-nothing.
+    fn create_zone(
+        &self,
+        zone: &Zone,
+        network: &ZoneNetwork,
+    ) -> Result<ZoneKernelInfo, BackendError>;
     /// Kernel facts of an existing zone.
     fn zone_info(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError>;
-    /// Apply the zone's (new) policy in place. Returns the limits the host cannot enforce.
-    fn apply_policy(&self, zone: &Zone) -> Result<Vec<String>, BackendError>;
+    /// Apply the zone's (new) policy in place: limits, attachment, rules. Returns the limits
+    /// the host cannot enforce.
+    fn apply_policy(&self, zone: &Zone, network: &ZoneNetwork)
+    -> Result<Vec<String>, BackendError>;
+    /// Re-apply the zone's network rules (its peers or published ports changed).
+    fn refresh_network(&self, zone: &Zone, network: &ZoneNetwork) -> Result<(), BackendError>;
     /// Remove every kernel object of the zone, killing what runs in it. Absent objects are fine.
     fn destroy_zone(&self, zone: &Zone) -> Result<(), BackendError>;
     /// Live usage and limits.
@@ -63,7 +86,7 @@ pub trait IsolationBackend: Send + Sync {
     /// Remove a container's cgroup, killing what is left in it.
     fn remove_container_cgroup(&self, zone: &Zone, container: &str) -> Result<(), BackendError>;
     /// Make the kernel match `zones`: re-create missing objects, remove unowned ones.
-    fn reconcile(&self, zones: &[&Zone]) -> Result<ReconcileReport, BackendError>;
+    fn reconcile(&self, zones: &[(&Zone, ZoneNetwork)]) -> Result<ReconcileReport, BackendError>;
 }
 
 /// A backend step that failed.

@@ -29,6 +29,9 @@ pub struct Run {
     /// user to run as: name, uid, name:group or uid:gid
     #[argh(option, short = 'u')]
     user: Option<String>,
+    /// publish a port of the zone to the host: HOSTPORT:CONTAINERPORT[/tcp|udp]; repeatable
+    #[argh(option, short = 'p')]
+    publish: Vec<String>,
     /// run in the background and print the container id
     #[argh(switch, short = 'd')]
     detach: bool,
@@ -205,6 +208,7 @@ pub async fn run(client: &RauhaClient, socket: &Path, run: Run) -> Result<ExitCo
         working_dir: run.workdir.unwrap_or_default(),
         user: run.user.unwrap_or_default(),
         auto_remove: run.rm,
+        ports: run.publish,
     };
     let created = create(client, socket, request).await?;
     if run.detach {
@@ -237,6 +241,7 @@ pub async fn create_only(
         working_dir: create_args.workdir.unwrap_or_default(),
         user: create_args.user.unwrap_or_default(),
         auto_remove: false,
+        ports: Vec::new(),
     };
     println!("{}", create(client, socket, request).await?.id);
     Ok(ExitCode::SUCCESS)
@@ -365,12 +370,13 @@ pub async fn ps(client: &RauhaClient, ps: Ps) -> Result<ExitCode, CliError> {
                 c.image.clone(),
                 format!("{:?}", c.command.join(" ")),
                 status(c),
+                c.ports.join(", "),
                 c.created_at.clone(),
             ]
         })
         .collect();
     output::table(
-        &["CONTAINER ID", "NAME", "ZONE", "IMAGE", "COMMAND", "STATUS", "CREATED"],
+        &["CONTAINER ID", "NAME", "ZONE", "IMAGE", "COMMAND", "STATUS", "PORTS", "CREATED"],
         &rows,
     );
     Ok(ExitCode::SUCCESS)

@@ -108,8 +108,19 @@ pub fn parse_role_args<T: FromArgs>(name: &str, args: &[OsString]) -> Result<T, 
 }
 
 /// Options (of `run`, `create`, `exec`) that take a value, so the token after them is theirs.
-const VALUE_OPTIONS: &[&str] =
-    &["--socket", "--zone", "--name", "-e", "--env", "-w", "--workdir", "-u", "--user"];
+const VALUE_OPTIONS: &[&str] = &[
+    "--socket",
+    "--zone",
+    "--name",
+    "-e",
+    "--env",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "-p",
+    "--publish",
+];
 
 /// Split Docker-style combined short switches (`-it`, `-dt`) of `run`, `create` and `exec`
 /// into single ones for argh — only before the image or container argument, so the command

@@ -64,6 +64,8 @@ pub struct Container {
     pub exit: Option<ExitInfo>,
     /// Remove the container once it stops (`run --rm`).
     pub auto_remove: bool,
+    /// Host ports forwarded to the container's zone address (`run -p`).
+    pub ports: Vec<crate::net::PortMapping>,
 }
 
 /// A container name that breaks the rules.

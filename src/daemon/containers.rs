@@ -87,6 +87,11 @@ impl Daemon {
             exit_signal: exit.and_then(|e| e.signal),
             oom_killed: exit.is_some_and(|e| e.oom_killed),
             auto_remove: container.auto_remove,
+            ports: container
+                .ports
+                .iter()
+                .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.proto.as_str()))
+                .collect(),
         }
     }
 
@@ -148,10 +153,36 @@ impl Daemon {
         let (layers, image_config) =
             self.images.rootfs_layers(&record.digest).map_err(image_error(&request.image))?;
 
+        let ports = request
+            .ports
+            .iter()
+            .map(|text| super::network::parse_port(text).map_err(invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !ports.is_empty() && zone.address.is_none() {
+            return Err(invalid(format!(
+                "publish: zone {:?} is not bridged (network.mode = \"bridged\" gives it an address)",
+                zone.name
+            )));
+        }
         let id = Uuid::new_v4();
         let name = if request.name.is_empty() { container::default_name(id) } else { request.name };
-        if self.containers().values().any(|c| c.name == name) {
-            return Err(RequestError::ContainerExists(name));
+        {
+            let containers = self.containers();
+            if containers.values().any(|c| c.name == name) {
+                return Err(RequestError::ContainerExists(name));
+            }
+            for port in &ports {
+                let taken = containers.values().find(|c| {
+                    c.ports.iter().any(|p| p.host_port == port.host_port && p.proto == port.proto)
+                });
+                if let Some(holder) = taken {
+                    return Err(RequestError::ContainerState {
+                        container: holder.name.clone(),
+                        state: "publishing that host port",
+                        action: "publish it again",
+                    });
+                }
+            }
         }
         let user_spec = if request.user.is_empty() { &image_config.user } else { &request.user };
         let user =
@@ -191,9 +222,16 @@ impl Daemon {
             started_at: None,
             exit: None,
             auto_remove: request.auto_remove,
+            ports,
         };
         if let Err(error) = self.save_container(container.clone()) {
             self.roll_back_container(&zone, id, created);
+            return Err(error);
+        }
+        if !container.ports.is_empty()
+            && let Err(error) = self.refresh_zone_network(&zone.name)
+        {
+            let _ = self.remove_container(&container);
             return Err(error);
         }
         tracing::info!(container = %container.name, %id, zone = %zone.name, "container created");
@@ -286,7 +324,7 @@ impl Daemon {
                         max_files: LOG_MAX_FILES,
                     },
                     resolv_conf: Some(resolv),
-                    hosts: Some(crate::net::dns::hosts_file(name, None)),
+                    hosts: Some(crate::net::dns::hosts_file(name, zone.address)),
                 },
             )
             .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
@@ -497,6 +535,9 @@ impl Daemon {
         self.store.delete_container(container.id)?;
         self.containers().remove(&container.id);
         self.container_changed.notify_all();
+        if !container.ports.is_empty() {
+            self.refresh_zone_network(&zone.name)?;
+        }
         tracing::info!(container = %container.name, "container removed");
         self.events.publish(
             &zone.name,

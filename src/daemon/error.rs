@@ -48,6 +48,8 @@ pub enum RequestError {
     Shim(Box<ShimCallError>),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("network: {0}")]
+    Network(Box<crate::net::NetError>),
 }
 
 impl RequestError {
@@ -94,6 +96,10 @@ impl RequestError {
             | Self::RollbackFailed { .. }
             | Self::Shim(_)
             | Self::Io { .. } => ErrorKind::Internal,
+            Self::Network(error) => match **error {
+                crate::net::NetError::PoolExhausted { .. } => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
         }
     }
 }

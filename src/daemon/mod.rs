@@ -7,6 +7,7 @@ mod events;
 mod exec;
 mod handlers;
 mod images;
+mod network;
 mod peer;
 mod shims;
 mod zones;
@@ -63,6 +64,15 @@ pub struct DaemonArgs {
     /// (default $RAUHA_CGROUP_PARENT or "rauha")
     #[argh(option)]
     pub cgroup_parent: Option<String>,
+    /// bridge that bridged zones attach to (default rauha0)
+    #[argh(option)]
+    pub bridge: Option<String>,
+    /// subnet zone addresses come from (default 10.89.0.0/16)
+    #[argh(option)]
+    pub subnet: Option<String>,
+    /// the bridge's address in the subnet, the zones' gateway (default: the subnet's first)
+    #[argh(option)]
+    pub gateway: Option<std::net::Ipv4Addr>,
     /// registry configuration (mirrors, insecure registries, credentials)
     /// (default $RAUHA_REGISTRIES or /etc/rauha/registries.toml; a missing file means defaults)
     #[argh(option)]
@@ -109,6 +119,7 @@ pub struct DaemonConfig {
     pub group: Option<u32>,
     pub cgroup_parent: String,
     pub registries: PathBuf,
+    pub net: crate::net::NetConfig,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -143,7 +154,21 @@ impl DaemonConfig {
             .registries
             .or_else(|| env_path("RAUHA_REGISTRIES"))
             .unwrap_or_else(|| "/etc/rauha/registries.toml".into());
-        Ok(Self { root, run_dir, socket, group, cgroup_parent, registries })
+        let mut net = crate::net::NetConfig::default();
+        if let Some(bridge) = args.bridge {
+            net.bridge = bridge;
+        }
+        if let Some(subnet) = args.subnet {
+            net.subnet =
+                subnet.parse().map_err(|e| StartError::Config(format!("--subnet: {e}")))?;
+            net.gateway = std::net::Ipv4Addr::from(u32::from(net.subnet.network()) + 1);
+        }
+        if let Some(gateway) = args.gateway {
+            net.gateway = gateway;
+        }
+        crate::net::ipam::Ipam::new(&net)
+            .map_err(|e| StartError::Config(format!("--subnet/--gateway: {e}")))?;
+        Ok(Self { root, run_dir, socket, group, cgroup_parent, registries, net })
     }
 }
 
@@ -176,7 +201,8 @@ impl Daemon {
     /// match the store and re-adopt running shims.
     pub fn start(config: DaemonConfig) -> Result<Arc<Self>, StartError> {
         let store = Store::open(&config.root)?;
-        let backend = LinuxBackend::new(&config.cgroup_parent, &config.run_dir)?;
+        let backend =
+            LinuxBackend::new(&config.cgroup_parent, &config.run_dir, config.net.clone())?;
         let shim_procs = backend.shim_procs_files()?;
         let registries = RegistryConfig::load(&config.registries)?;
         let images = ImageService::open(&config.root.join("images"), store.database(), registries)?;
@@ -237,9 +263,14 @@ impl Daemon {
             self.registry().remove(&zone.name);
             tracing::info!(zone = %zone.name, "finished a deletion interrupted by the last daemon");
         }
-        let live_refs: Vec<&Zone> = live.iter().collect();
-        let report =
-            self.backend.reconcile(&live_refs).map_err(|e| StartError::Reconcile(e.to_string()))?;
+        let with_network: Vec<(&Zone, crate::backend::ZoneNetwork)> = {
+            let registry = self.registry();
+            live.iter().map(|zone| (zone, self.zone_network(&registry, zone))).collect()
+        };
+        let report = self
+            .backend
+            .reconcile(&with_network)
+            .map_err(|e| StartError::Reconcile(e.to_string()))?;
         for name in &report.recreated {
             tracing::warn!(zone = %name, "re-created the zone's missing kernel object");
         }

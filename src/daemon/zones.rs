@@ -26,6 +26,8 @@ impl Daemon {
             created_at: format_timestamp(zone.created_at),
             cgroup_path: kernel.cgroup_path,
             cgroup_id: kernel.cgroup_id,
+            address: zone.address.map(|a| a.to_string()).unwrap_or_default(),
+            network_mode: zone.policy.network.mode.to_string(),
         }
     }
 
@@ -48,17 +50,20 @@ impl Daemon {
         if zones.contains(&request.name) {
             return Err(zone::RegistryError::Duplicate(request.name).into());
         }
-        let zone = Zone {
+        let mut zone = Zone {
             id: Uuid::new_v4(),
             name: request.name,
             numeric_id: zones.free_numeric_id()?,
             policy,
             state: ZoneState::Ready,
             created_at: Timestamp::now(),
+            address: None,
         };
+        self.assign_address(&zones, &mut zone)?;
+        let network = self.zone_network(&zones, &zone);
         let kernel = self
             .backend
-            .create_zone(&zone)
+            .create_zone(&zone, &network)
             .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
         if let Err(error) = self.store.put_zone(&zone.to_record()) {
             return Err(self.roll_back_creation(&zone, error.into()));
@@ -66,6 +71,7 @@ impl Daemon {
         self.kernel.lock().unwrap_or_else(|e| e.into_inner()).insert(zone.id, kernel);
         let info = self.info(&zone);
         zones.insert(zone)?;
+        self.refresh_peers_of(&zones, &info.name);
         tracing::info!(zone = %info.name, id = %info.id, numeric_id = info.numeric_id, "zone created");
         self.events.publish(&info.name, "zone.created", format!("zone {} created", info.id));
         Ok(info)
@@ -115,6 +121,7 @@ impl Daemon {
         let mut zones = self.registry();
         self.finish_deletion(&zone)?;
         zones.remove(name);
+        self.refresh_peers_of(&zones, name);
         tracing::info!(zone = %name, "zone deleted");
         self.events.publish(name, "zone.deleted", format!("zone {} deleted", zone.id));
         Ok(())
@@ -152,14 +159,31 @@ impl Daemon {
                 .map(|change| change.part.key().to_owned())
                 .collect()
         };
+        if changes.needs_no_running_containers() {
+            let running = self
+                .zone_containers(old.id)
+                .iter()
+                .filter(|c| c.state != crate::container::ContainerState::Stopped)
+                .count();
+            if running > 0 {
+                return Err(RequestError::InvalidArgument(format!(
+                    "network.mode: zone {name:?} has {running} live container(s); a running process \
+                     cannot change network namespace, so switching to or from host mode needs \
+                     them stopped"
+                )));
+            }
+        }
         let mut new = old.clone();
         new.policy = policy;
+        self.assign_address(&zones, &mut new)?;
+        let network = self.zone_network(&zones, &new);
 
         let backend_error = |source| RequestError::Backend { zone: name.to_owned(), source };
-        let unavailable = self.backend.apply_policy(&new).map_err(backend_error)?;
+        let unavailable = self.backend.apply_policy(&new, &network).map_err(backend_error)?;
         if let Err(error) = self.store.put_zone(&new.to_record()) {
-            // Put the old limits back so kernel and store agree again.
-            return Err(match self.backend.apply_policy(&old) {
+            // Put the old limits and network back so kernel and store agree again.
+            let old_network = self.zone_network(&zones, &old);
+            return Err(match self.backend.apply_policy(&old, &old_network) {
                 Ok(_) => error.into(),
                 Err(rollback) => RequestError::RollbackFailed {
                     zone: name.to_owned(),
@@ -169,6 +193,7 @@ impl Daemon {
             });
         }
         zones.update(new);
+        self.refresh_peers_of(&zones, name);
         let changed: Vec<String> = changes.changes.iter().map(ToString::to_string).collect();
         tracing::info!(zone = %name, changes = %changed.join("; "), "policy applied");
         let summary = if changed.is_empty() { "no changes".to_owned() } else { changed.join("; ") };
@@ -199,8 +224,8 @@ impl Daemon {
             pids_current: usage.pids_current,
             pids_max: usage.pids_max.unwrap_or(0),
             oom_kills: usage.oom_kills,
-            network_rx_bytes: 0,
-            network_tx_bytes: 0,
+            network_rx_bytes: usage.network_rx_bytes,
+            network_tx_bytes: usage.network_tx_bytes,
         })
     }
 

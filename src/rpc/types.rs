@@ -76,6 +76,10 @@ pub struct ZoneInfo {
     /// The zone's cgroup2 id, as `bpf_get_current_cgroup_id()` reports it; 0 where the host has
     /// no cgroup2.
     pub cgroup_id: u64,
+    /// The zone's address on the bridge (bridged zones); empty otherwise.
+    pub address: String,
+    /// "isolated", "bridged" or "host".
+    pub network_mode: String,
 }
 
 /// Live readings of a zone.
@@ -124,6 +128,8 @@ pub struct ContainerCreateRequest {
     pub user: String,
     /// Remove once stopped.
     pub auto_remove: bool,
+    /// Published ports, `HOSTPORT:CONTAINERPORT[/tcp|udp]`.
+    pub ports: Vec<String>,
 }
 
 /// A container as clients see it.
@@ -149,6 +155,8 @@ pub struct ContainerInfo {
     pub exit_signal: Option<i32>,
     pub oom_killed: bool,
     pub auto_remove: bool,
+    /// Published ports, `HOSTPORT->CONTAINERPORT/proto`.
+    pub ports: Vec<String>,
 }
 
 /// A one-time claim on file descriptors the daemon holds for a client, collected over the fd

@@ -1,6 +1,9 @@
 //! On-disk record layouts. A stored record is an enum over its versions, so a newer daemon reads
 //! every older layout and converts it to the current one.
 
+use std::net::Ipv4Addr;
+
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,6 +22,33 @@ pub struct ZoneRecord {
     pub state: ZoneRecordState,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The zone's address on the bridge while it is bridged; held, never handed to another.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// Layout 1 of a zone record: before zones had bridge addresses.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ZoneRecordV1 {
+    id: Uuid,
+    name: String,
+    numeric_id: u32,
+    policy_toml: String,
+    state: ZoneRecordState,
+    created_at_ms: i64,
+}
+
+#[cfg(test)]
+impl ZoneRecordV1 {
+    pub(super) fn for_test(id: Uuid, name: &str) -> Self {
+        Self {
+            id,
+            name: name.to_owned(),
+            numeric_id: 1,
+            policy_toml: String::new(),
+            state: ZoneRecordState::Ready,
+            created_at_ms: 0,
+        }
+    }
 }
 
 /// The persisted lifecycle state. `Deleting` is written before a zone's kernel objects are
@@ -32,17 +62,27 @@ pub enum ZoneRecordState {
 /// Every layout a zone record has had. Append new versions; never reorder or edit old ones.
 #[derive(Serialize, Deserialize)]
 pub(super) enum StoredZone {
-    V1(ZoneRecord),
+    V1(ZoneRecordV1),
+    V2(ZoneRecord),
 }
 
 impl StoredZone {
     pub(super) fn from_current(record: &ZoneRecord) -> Self {
-        Self::V1(record.clone())
+        Self::V2(record.clone())
     }
 
     pub(super) fn into_current(self) -> ZoneRecord {
         match self {
-            Self::V1(record) => record,
+            Self::V1(v1) => ZoneRecord {
+                id: v1.id,
+                name: v1.name,
+                numeric_id: v1.numeric_id,
+                policy_toml: v1.policy_toml,
+                state: v1.state,
+                created_at_ms: v1.created_at_ms,
+                address: None,
+            },
+            Self::V2(record) => record,
         }
     }
 }
@@ -50,17 +90,50 @@ impl StoredZone {
 /// Every layout a container record has had. Append new versions; never reorder or edit old ones.
 #[derive(Serialize, Deserialize)]
 pub(super) enum StoredContainer {
-    V1(Container),
+    V1(ContainerV1),
+    V2(Container),
+}
+
+/// Layout 1 of a container record: before published ports.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ContainerV1 {
+    id: Uuid,
+    name: String,
+    zone_id: Uuid,
+    image: String,
+    image_digest: String,
+    args: Vec<String>,
+    state: crate::container::ContainerState,
+    pid: u32,
+    created_at: Timestamp,
+    started_at: Option<Timestamp>,
+    exit: Option<crate::container::ExitInfo>,
+    auto_remove: bool,
 }
 
 impl StoredContainer {
     pub(super) fn from_current(container: &Container) -> Self {
-        Self::V1(container.clone())
+        Self::V2(container.clone())
     }
 
     pub(super) fn into_current(self) -> Container {
         match self {
-            Self::V1(container) => container,
+            Self::V1(v1) => Container {
+                id: v1.id,
+                name: v1.name,
+                zone_id: v1.zone_id,
+                image: v1.image,
+                image_digest: v1.image_digest,
+                args: v1.args,
+                state: v1.state,
+                pid: v1.pid,
+                created_at: v1.created_at,
+                started_at: v1.started_at,
+                exit: v1.exit,
+                auto_remove: v1.auto_remove,
+                ports: Vec::new(),
+            },
+            Self::V2(container) => container,
         }
     }
 }

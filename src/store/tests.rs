@@ -9,6 +9,7 @@ fn record(name: &str, numeric_id: u32) -> ZoneRecord {
         policy_toml: String::new(),
         state: ZoneRecordState::Ready,
         created_at_ms: 1_764_000_000_000,
+        address: None,
     }
 }
 
@@ -64,4 +65,19 @@ fn newer_schema_is_refused() {
         Err(StoreError::SchemaTooNew { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }
+}
+
+#[test]
+fn layout_one_zone_records_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::new_v4();
+    let v1 = records::ZoneRecordV1::for_test(id, "old");
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = postcard::to_stdvec(&records::StoredZone::V1(v1)).unwrap();
+        store.put_raw_zone(id, &bytes).unwrap();
+    }
+    let zones = Store::open(dir.path()).unwrap().load_zones().unwrap();
+    assert_eq!(zones.len(), 1);
+    assert_eq!((zones[0].name.as_str(), zones[0].address), ("old", None));
 }

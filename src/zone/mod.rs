@@ -39,6 +39,8 @@ pub struct Zone {
     pub policy: Policy,
     pub state: ZoneState,
     pub created_at: Timestamp,
+    /// Address on the bridge while the zone is bridged.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// A stored zone record that no longer makes a valid zone.
@@ -73,6 +75,7 @@ impl Zone {
                 ZoneState::Deleting => ZoneRecordState::Deleting,
             },
             created_at_ms: self.created_at.as_millisecond(),
+            address: self.address,
         }
     }
 
@@ -98,6 +101,7 @@ impl Zone {
                 ZoneRecordState::Deleting => ZoneState::Deleting,
             },
             created_at,
+            address: record.address,
         })
     }
 }

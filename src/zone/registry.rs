@@ -115,6 +115,7 @@ mod tests {
             policy: Policy::default(),
             state: ZoneState::Ready,
             created_at: jiff::Timestamp::UNIX_EPOCH,
+            address: None,
         }
     }
 

@@ -3,12 +3,18 @@
 //! shares the host's stack.
 
 pub mod cgroup;
+mod network;
 
 use std::path::{Path, PathBuf};
 
 use cgroup::{CgroupManager, CgroupNode, Limits};
 
-use super::{BackendError, IsolationBackend, ReconcileReport, ZoneKernelInfo, ZoneUsage};
+use network::Networking;
+
+use super::{
+    BackendError, IsolationBackend, ReconcileReport, ZoneKernelInfo, ZoneNetwork, ZoneUsage,
+};
+use crate::net::NetConfig;
 use crate::net::netns::NetnsDir;
 use crate::shim::protocol::CgroupSpec;
 use crate::zone::Zone;
@@ -30,12 +36,13 @@ const UNLIMITED: Limits = Limits {
 pub struct LinuxBackend {
     cgroups: CgroupManager,
     netns: NetnsDir,
+    networking: Networking,
 }
 
 impl LinuxBackend {
     /// Detect the host's cgroup layout, prepare the daemon's cgroup parent and the shim cgroup,
     /// and the directory where zone network namespaces are pinned.
-    pub fn new(cgroup_parent: &str, run_dir: &Path) -> Result<Self, BackendError> {
+    pub fn new(cgroup_parent: &str, run_dir: &Path, net: NetConfig) -> Result<Self, BackendError> {
         let cgroups = CgroupManager::detect(cgroup_parent)?;
         cgroups.ensure_parent()?;
         if !cgroups.exists(SHIM_CGROUP) {
@@ -43,7 +50,8 @@ impl LinuxBackend {
         }
         let netns = NetnsDir::new(run_dir.join("netns"));
         netns.setup()?;
-        Ok(Self { cgroups, netns })
+        let networking = Networking::new(net)?;
+        Ok(Self { cgroups, netns, networking })
     }
 
     /// `cgroup.procs` files a shim writes itself into before it execs.
@@ -82,14 +90,24 @@ impl IsolationBackend for LinuxBackend {
         format!("{:?}", self.cgroups.layout()).to_lowercase()
     }
 
-    fn create_zone(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError> {
+    fn create_zone(
+        &self,
+        zone: &Zone,
+        network: &ZoneNetwork,
+    ) -> Result<ZoneKernelInfo, BackendError> {
         let node = self.cgroups.create(&zone.cgroup_name(), &limits_of(zone))?;
-        if Self::has_netns(zone)
-            && let Err(error) = self.netns.create(zone.numeric_id)
-        {
-            // All-or-nothing: the cgroup goes again with the failed namespace.
-            if let Err(cleanup) = self.cgroups.remove(&zone.cgroup_name()) {
-                tracing::warn!(%cleanup, zone = %zone.name, "roll back zone cgroup");
+        let connected = if Self::has_netns(zone) {
+            self.netns
+                .create(zone.numeric_id)
+                .map(|_| ())
+                .and_then(|()| self.networking.connect(&self.netns, zone, network))
+        } else {
+            Ok(())
+        };
+        if let Err(error) = connected {
+            // All-or-nothing: whatever was made goes again.
+            if let Err(cleanup) = self.destroy_zone(zone) {
+                tracing::warn!(%cleanup, zone = %zone.name, "roll back zone creation");
             }
             return Err(error.into());
         }
@@ -100,9 +118,25 @@ impl IsolationBackend for LinuxBackend {
         Ok(kernel_info(&self.cgroups.open(&zone.cgroup_name())?))
     }
 
-    fn apply_policy(&self, zone: &Zone) -> Result<Vec<String>, BackendError> {
+    fn apply_policy(
+        &self,
+        zone: &Zone,
+        network: &ZoneNetwork,
+    ) -> Result<Vec<String>, BackendError> {
         let node = self.cgroups.open(&zone.cgroup_name())?;
         let applied = node.apply(&limits_of(zone))?;
+        // To or from host mode (the daemon allows it only without running containers): the
+        // zone gains or loses its namespace.
+        let pinned = self.netns.path_of(zone.numeric_id).exists();
+        if Self::has_netns(zone) {
+            if !pinned {
+                self.netns.create(zone.numeric_id)?;
+            }
+            self.networking.connect(&self.netns, zone, network)?;
+        } else if pinned {
+            self.networking.disconnect(zone.numeric_id)?;
+            self.netns.delete(zone.numeric_id)?;
+        }
         Ok(applied
             .unavailable
             .into_iter()
@@ -110,8 +144,16 @@ impl IsolationBackend for LinuxBackend {
             .collect())
     }
 
+    fn refresh_network(&self, zone: &Zone, network: &ZoneNetwork) -> Result<(), BackendError> {
+        if Self::has_netns(zone) {
+            self.networking.connect(&self.netns, zone, network)?;
+        }
+        Ok(())
+    }
+
     fn destroy_zone(&self, zone: &Zone) -> Result<(), BackendError> {
         self.cgroups.remove(&zone.cgroup_name())?;
+        self.networking.disconnect(zone.numeric_id)?;
         if self.netns.path_of(zone.numeric_id).exists() {
             self.netns.delete(zone.numeric_id)?;
         }
@@ -120,7 +162,10 @@ impl IsolationBackend for LinuxBackend {
 
     fn zone_usage(&self, zone: &Zone) -> Result<ZoneUsage, BackendError> {
         let stats = self.cgroups.open(&zone.cgroup_name())?.stats()?;
+        let traffic = self.networking.counters(&self.netns, zone)?;
         Ok(ZoneUsage {
+            network_rx_bytes: traffic.rx_bytes,
+            network_tx_bytes: traffic.tx_bytes,
             cpu_usage_usec: stats.cpu_usage_usec,
             memory_usage_bytes: stats.memory_usage_bytes,
             memory_limit_bytes: stats.memory_limit_bytes,
@@ -157,10 +202,10 @@ impl IsolationBackend for LinuxBackend {
         Ok(self.cgroups.remove(&container_cgroup(zone, container))?)
     }
 
-    fn reconcile(&self, zones: &[&Zone]) -> Result<ReconcileReport, BackendError> {
+    fn reconcile(&self, zones: &[(&Zone, ZoneNetwork)]) -> Result<ReconcileReport, BackendError> {
         let mut report = ReconcileReport::default();
         let pinned = self.netns.list()?;
-        for zone in zones {
+        for (zone, _) in zones {
             if !self.cgroups.exists(&zone.cgroup_name()) {
                 self.cgroups.create(&zone.cgroup_name(), &limits_of(zone))?;
                 report.recreated.push(format!("{} (cgroup)", zone.name));
@@ -175,7 +220,17 @@ impl IsolationBackend for LinuxBackend {
                 report.recreated.push(format!("{} (network namespace)", zone.name));
             }
         }
-        let owned: Vec<String> = zones.iter().map(|zone| zone.cgroup_name()).collect();
+        // Attachments and rules last: they need every zone's namespace in place.
+        for (zone, network) in zones {
+            if Self::has_netns(zone) {
+                self.networking.connect(&self.netns, zone, network)?;
+            }
+        }
+        let known: Vec<u32> = zones.iter().map(|(zone, _)| zone.numeric_id).collect();
+        for zone_id in self.networking.remove_unknown(&known)? {
+            report.removed_orphans.push(format!("network rules of zone id {zone_id}"));
+        }
+        let owned: Vec<String> = zones.iter().map(|(zone, _)| zone.cgroup_name()).collect();
         for child in self.cgroups.children()? {
             if child != SHIM_CGROUP && !owned.contains(&child) {
                 self.cgroups.remove(&child)?;
@@ -183,7 +238,8 @@ impl IsolationBackend for LinuxBackend {
             }
         }
         for entry in pinned {
-            let known = zones.iter().any(|z| z.numeric_id == entry.zone_id && Self::has_netns(z));
+            let known =
+                zones.iter().any(|(z, _)| z.numeric_id == entry.zone_id && Self::has_netns(z));
             if !known {
                 self.netns.delete(entry.zone_id)?;
                 report

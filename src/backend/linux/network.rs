@@ -1,0 +1,138 @@
+//! A zone's place on the network: its veth on the bridge (bridged zones), and its nftables
+//! rules. The host side is the network namespace the daemon runs in.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Mutex;
+
+use crate::backend::ZoneNetwork;
+use crate::net::link::{self, IfCounters, Rtnl};
+use crate::net::netns::{self, NetnsDir};
+use crate::net::nft::Nft;
+use crate::net::{self, Cidr, CidrPort, NetConfig, NetError, NetMode, ZoneNetSpec};
+use crate::zone::Zone;
+use crate::zone::policy::{CidrRule, NetworkMode};
+
+/// The daemon's networking: bridge, veths and rules, from the daemon's own namespace.
+pub struct Networking {
+    config: NetConfig,
+    host_ns: OwnedFd,
+    host: Mutex<Rtnl>,
+    nft: Nft,
+    /// The bridge's interface index once it exists (made on the first bridged zone).
+    bridge: Mutex<Option<i32>>,
+}
+
+fn cidr_ports(rules: &[CidrRule]) -> Vec<CidrPort> {
+    rules
+        .iter()
+        .map(|rule| CidrPort {
+            net: Cidr { addr: rule.network.addr(), prefix: rule.network.prefix_len() },
+            port: rule.port,
+        })
+        .collect()
+}
+
+/// The network module's view of a zone.
+pub fn spec_of(zone: &Zone, network: &ZoneNetwork) -> ZoneNetSpec {
+    let policy = &zone.policy.network;
+    ZoneNetSpec {
+        zone_id: zone.numeric_id,
+        ip: network.address,
+        mode: match policy.mode {
+            NetworkMode::Isolated => NetMode::Isolated,
+            NetworkMode::Bridged => NetMode::Bridged,
+            NetworkMode::Host => NetMode::Host,
+        },
+        allowed_egress: cidr_ports(&policy.allowed_egress),
+        allowed_ingress: cidr_ports(&policy.allowed_ingress),
+        published: network.published.clone(),
+        host_dns: false,
+    }
+}
+
+impl Networking {
+    /// Take the calling thread's namespace as the host side and install the base rules.
+    pub fn new(config: NetConfig) -> Result<Self, NetError> {
+        let host_ns = netns::current_netns()?;
+        let nft = Nft::new(host_ns.as_fd())?;
+        nft.ensure_base(&config)?;
+        let host = Rtnl::open_in(host_ns.as_fd())?;
+        Ok(Self { config, host_ns, host: Mutex::new(host), nft, bridge: Mutex::new(None) })
+    }
+
+    fn host(&self) -> std::sync::MutexGuard<'_, Rtnl> {
+        self.host.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bridge, made (with forwarding on, for egress through NAT) when first needed.
+    fn bridge_index(&self) -> Result<i32, NetError> {
+        let mut bridge = self.bridge.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = *bridge {
+            return Ok(index);
+        }
+        let index = link::ensure_bridge(&mut self.host(), &self.config)?;
+        link::set_ipv4_forwarding(self.host_ns.as_fd(), true)?;
+        *bridge = Some(index);
+        Ok(index)
+    }
+
+    /// Bring the zone's attachment and rules to what `spec` says: a veth for bridged zones
+    /// (added when missing, so switching from isolated is live), none otherwise.
+    pub fn connect(
+        &self,
+        dir: &NetnsDir,
+        zone: &Zone,
+        network: &ZoneNetwork,
+    ) -> Result<(), NetError> {
+        let spec = spec_of(zone, network);
+        let veth = net::host_veth_name(spec.zone_id);
+        let attached = self.host().link_index(&veth).ok().flatten().is_some();
+        match spec.mode {
+            NetMode::Bridged if !attached => {
+                let bridge = self.bridge_index()?;
+                let zone_ns = dir.open(spec.zone_id)?;
+                let mut zone_rtnl = Rtnl::open_in(zone_ns.as_fd())?;
+                net::attach_zone(
+                    &mut self.host(),
+                    zone_ns.as_fd(),
+                    &mut zone_rtnl,
+                    &self.config,
+                    bridge,
+                    &spec,
+                )?;
+            }
+            NetMode::Isolated | NetMode::Host if attached => {
+                net::detach_zone(&mut self.host(), spec.zone_id)?
+            }
+            _ => {}
+        }
+        self.nft.apply_zone(&self.config, &spec, &network.peers)
+    }
+
+    /// Remove the zone's rules and veth.
+    pub fn disconnect(&self, zone_id: u32) -> Result<(), NetError> {
+        self.nft.remove_zone(zone_id)?;
+        net::detach_zone(&mut self.host(), zone_id)
+    }
+
+    /// Bytes through the zone's `eth0`; zero for a zone without one.
+    pub fn counters(&self, dir: &NetnsDir, zone: &Zone) -> Result<IfCounters, NetError> {
+        if zone.policy.network.mode != NetworkMode::Bridged {
+            return Ok(IfCounters::default());
+        }
+        let zone_ns = dir.open(zone.numeric_id)?;
+        let mut zone_rtnl = Rtnl::open_in(zone_ns.as_fd())?;
+        link::zone_counters(&mut zone_rtnl)
+    }
+
+    /// Remove the rules of zones the daemon does not know; returns their ids.
+    pub fn remove_unknown(&self, known: &[u32]) -> Result<Vec<u32>, NetError> {
+        let installed = self.nft.installed()?;
+        let mut removed = Vec::new();
+        for zone_id in installed.zones.keys().copied().filter(|id| !known.contains(id)) {
+            self.nft.remove_zone(zone_id)?;
+            removed.push(zone_id);
+        }
+        Ok(removed)
+    }
+}
