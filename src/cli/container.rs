@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 
 use super::logs::{self, Printing};
-use super::{CliError, context, output};
+use super::{CliError, context, output, unbounded};
 use crate::rpc::{ContainerCreateRequest, ContainerInfo, ErrorKind, RauhaClient};
 
 /// Create and start a container in a zone; without -d, print its output and exit with its code.
@@ -167,14 +167,6 @@ pub struct Wait {
     /// container ids, id prefixes or names
     #[argh(positional)]
     containers: Vec<String>,
-}
-
-/// A request context for waits that last as long as the container runs (a year: tarpc's timer
-/// wheel takes no longer deadline).
-pub(super) fn unbounded() -> tarpc::context::Context {
-    let mut context = context();
-    context.deadline = std::time::Instant::now() + std::time::Duration::from_secs(365 * 86400);
-    context
 }
 
 /// Create a container, pulling its image first when the store lacks it.

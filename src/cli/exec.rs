@@ -145,7 +145,7 @@ pub async fn exec(client: &RauhaClient, socket: &Path, exec: Exec) -> Result<Exi
         copy_out(stdout, Box::new(std::io::stdout()));
         copy_out(stderr, Box::new(std::io::stderr()));
     }
-    let code = client.exec_wait(super::container::unbounded(), exec_id).await??;
+    let code = client.exec_wait(super::unbounded(), exec_id).await??;
     // Output written just before the exit may still be in flight: let the copiers drain it, but
     // not forever — a background process that inherited the streams may keep them open.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

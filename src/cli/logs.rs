@@ -6,13 +6,17 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{CliError, context};
+use futures::future::Either;
+
+use super::{CliError, context, unbounded};
 use crate::rpc::{self, RauhaClient};
 
-/// How often a follower looks for new output and checks whether the container stopped.
+/// How often a follower looks for new output.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a follower checks whether the log was rotated under it.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
 
 /// One parsed log line.
 #[derive(Debug, PartialEq, Eq)]
@@ -142,47 +146,39 @@ pub async fn stream(
         return Ok(());
     }
     let mut current = files.pop();
-    loop {
-        let stopped = client
-            .container_get(context(), container.to_owned())
-            .await?
-            .map(|c| c.state == "Stopped");
-        // Read after the state check, so lines written before the exit are never missed.
-        if let Some(reader) = current.as_mut() {
+    let drain = |reader: &mut Option<Reader>| -> Result<(), CliError> {
+        if let Some(reader) = reader.as_mut() {
             for line in reader.lines().map_err(CliError::ReadLog)? {
                 print(&line, printing);
             }
         }
-        match stopped {
-            Ok(true) | Err(_) => return Ok(()),
-            Ok(false) => {}
+        Ok(())
+    };
+    // The daemon announces the exit (the shim writes all output before it reports one), so
+    // following ends the moment the container does instead of on the next poll.
+    let mut exited = Box::pin(client.container_wait(unbounded(), container.to_owned()));
+    let mut rotation_checked = Instant::now();
+    loop {
+        drain(&mut current)?;
+        let tick = smol::Timer::after(FOLLOW_INTERVAL);
+        if let Either::Left(_) = futures::future::select(exited.as_mut(), tick).await {
+            return drain(&mut current);
         }
-        smol::Timer::after(FOLLOW_INTERVAL).await;
+        if rotation_checked.elapsed() < ROTATION_CHECK {
+            continue;
+        }
+        rotation_checked = Instant::now();
         // The log rotates by renaming: when the daemon's current file is another inode, drain
         // ours and move on to it.
         let ticket = match client.container_logs(context(), container.to_owned()).await? {
             Ok(ticket) => ticket,
             // Removed (`--rm`) since the last look: what our fd still reads is all there is.
-            Err(error) if error.kind == rpc::ErrorKind::NotFound => {
-                if let Some(reader) = current.as_mut() {
-                    for line in reader.lines().map_err(CliError::ReadLog)? {
-                        print(&line, printing);
-                    }
-                }
-                return Ok(());
-            }
+            Err(error) if error.kind == rpc::ErrorKind::NotFound => return drain(&mut current),
             Err(error) => return Err(error.into()),
         };
-        let mut fresh = claim(socket, ticket)?;
-        if let Some(newest) = fresh.pop() {
-            let newest = Reader::new(newest);
-            let rotated = current.as_ref().is_none_or(|r| r.inode() != newest.inode());
-            if rotated {
-                if let Some(mut old) = current.take() {
-                    for line in old.lines().map_err(CliError::ReadLog)? {
-                        print(&line, printing);
-                    }
-                }
+        if let Some(newest) = claim(socket, ticket)?.pop().map(Reader::new) {
+            if current.as_ref().is_none_or(|r| r.inode() != newest.inode()) {
+                drain(&mut current)?;
                 current = Some(newest);
             }
         }

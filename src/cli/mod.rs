@@ -254,6 +254,14 @@ enum Request {
     Info(InfoCommand),
 }
 
+/// A request context for waits that last as long as a container runs (a year: tarpc's timer
+/// wheel takes no longer deadline).
+pub(crate) fn unbounded() -> tarpc::context::Context {
+    let mut context = tarpc::context::current();
+    context.deadline = Instant::now() + Duration::from_secs(365 * 86400);
+    context
+}
+
 async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError> {
     let client: RauhaClient = rpc::connect(&socket).await?;
     match request {
