@@ -83,10 +83,14 @@ fn main() {
     let layout = d.dir.path().join("busybox-layout");
     let bundle = bundle(&layout, d.dir.path());
 
-    let rauha = time_command("rauha run", |_| d.command(&["run", "--rm", "--zone", "bench", "busybox", "true"]));
+    let rauha = time_command("rauha run", |_| {
+        d.command(&["run", "--rm", "--zone", "bench", "busybox", "true"])
+    });
     let runc = time_command("runc run", |n| {
         let mut c = Command::new("runc");
-        c.args(["run", "--bundle"]).arg(&bundle).arg(format!("rauha-bench-runc-{}-{n}", std::process::id()));
+        c.args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("rauha-bench-runc-{}-{n}", std::process::id()));
         c
     });
     let crun = time_command("crun run", |n| {
@@ -118,9 +122,14 @@ fn main() {
                 name: format!("start-{n}"),
                 ..Default::default()
             };
-            let created = client.container_create(tarpc::context::current(), request).await.unwrap().unwrap();
+            let created =
+                client.container_create(tarpc::context::current(), request).await.unwrap().unwrap();
             let begin = Instant::now();
-            client.container_start(tarpc::context::current(), created.id.clone()).await.unwrap().unwrap();
+            client
+                .container_start(tarpc::context::current(), created.id.clone())
+                .await
+                .unwrap()
+                .unwrap();
             if n >= WARMUP {
                 samples.push(begin.elapsed());
             }
@@ -130,15 +139,32 @@ fn main() {
     }));
 
     d.ok(&["run", "-d", "--zone", "bench", "--name", "idle", "busybox", "sleep", "60"]);
-    let shims = std::fs::read_to_string(d.cgroup_dir("unified", "shims").join("cgroup.procs")).unwrap_or_default();
+    let shims = std::fs::read_to_string(d.cgroup_dir("unified", "shims").join("cgroup.procs"))
+        .unwrap_or_default();
     let shim_rss: Vec<String> = shims.lines().map(|pid| format!("{} KiB", rss_kib(pid))).collect();
 
     println!("| measurement ({RUNS} runs after {WARMUP} warm-up) | median | p95 |");
     println!("|---|---|---|");
-    println!("| `rauha run --rm --zone bench busybox true` (CLI → daemon → shim, output streamed, exit code) | {} | {} |", ms(rauha.0), ms(rauha.1));
-    println!("| `runc run --bundle B` (same rootfs, process `true`) | {} | {} |", ms(runc.0), ms(runc.1));
-    println!("| `unshare -m sh -c 'mount tmpfs over cgroup2 && crun run --bundle B'` | {} | {} |", ms(crun.0), ms(crun.1));
+    println!(
+        "| `rauha run --rm --zone bench busybox true` (CLI → daemon → shim, output streamed, exit code) | {} | {} |",
+        ms(rauha.0),
+        ms(rauha.1)
+    );
+    println!(
+        "| `runc run --bundle B` (same rootfs, process `true`) | {} | {} |",
+        ms(runc.0),
+        ms(runc.1)
+    );
+    println!(
+        "| `unshare -m sh -c 'mount tmpfs over cgroup2 && crun run --bundle B'` | {} | {} |",
+        ms(crun.0),
+        ms(crun.1)
+    );
     println!("| `unshare --fork --pid --mount-proc true` | {} | {} |", ms(bare.0), ms(bare.1));
-    println!("| container start, created → running (daemon API) | {} | {} |", ms(start.0), ms(start.1));
+    println!(
+        "| container start, created → running (daemon API) | {} | {} |",
+        ms(start.0),
+        ms(start.1)
+    );
     println!("| shim RSS with one running container | {} | |", shim_rss.join(", "));
 }

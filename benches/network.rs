@@ -35,7 +35,8 @@ fn run_ok(mut command: Command) {
 /// Seconds to move TRANSFER_MIB MiB from zone a's container to zone b's server.
 fn transfer(d: &TestDaemon, b_ip: &str) -> f64 {
     // The server's stdin never ends (busybox nc hangs up at end of its own input).
-    let script = format!("dd if=/dev/zero bs=1M count={TRANSFER_MIB} 2>/dev/null | nc -w 5 {b_ip} 9000");
+    let script =
+        format!("dd if=/dev/zero bs=1M count={TRANSFER_MIB} 2>/dev/null | nc -w 5 {b_ip} 9000");
     let start = Instant::now();
     d.ok(&["exec", "client", "sh", "-c", &script]);
     start.elapsed().as_secs_f64()
@@ -51,12 +52,20 @@ fn main() {
         let policy = std::fs::read_to_string(&bridged).unwrap();
         let (mut create, mut delete) = (Vec::new(), Vec::new());
         for n in 0..RUNS + 3 {
-            let request = ZoneCreateRequest { name: format!("bench-{n}"), zone_type: String::new(), policy_toml: policy.clone() };
+            let request = ZoneCreateRequest {
+                name: format!("bench-{n}"),
+                zone_type: String::new(),
+                policy_toml: policy.clone(),
+            };
             let begin = Instant::now();
             client.zone_create(tarpc::context::current(), request).await.unwrap().unwrap();
             let created = begin.elapsed();
             let begin = Instant::now();
-            client.zone_delete(tarpc::context::current(), format!("bench-{n}"), false).await.unwrap().unwrap();
+            client
+                .zone_delete(tarpc::context::current(), format!("bench-{n}"), false)
+                .await
+                .unwrap()
+                .unwrap();
             if n >= 3 {
                 create.push(created);
                 delete.push(begin.elapsed());
@@ -87,14 +96,27 @@ fn main() {
     }
     let ip_steps = stats(ip_steps);
 
-    let allow = |peer: &str| format!("[network]\nmode = \"bridged\"\nallowed_zones = [\"{peer}\"]\n");
+    let allow =
+        |peer: &str| format!("[network]\nmode = \"bridged\"\nallowed_zones = [\"{peer}\"]\n");
     for (zone, peer) in [("a", "b"), ("b", "a")] {
         let file = d.write_file(&format!("{zone}.toml"), &allow(peer));
         d.ok(&["zone", "create", "--name", zone, "--policy", file.to_str().unwrap()]);
     }
-    let inspect: serde_json::Value = serde_json::from_str(&d.ok(&["zone", "inspect", "b"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["zone", "inspect", "b"])).unwrap();
     let b_ip = inspect["address"].as_str().unwrap().to_owned();
-    d.ok(&["run", "-d", "--zone", "b", "--name", "sink", "busybox", "sh", "-c", "while true; do sleep 3600 | nc -l -p 9000 > /dev/null; done"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--zone",
+        "b",
+        "--name",
+        "sink",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do sleep 3600 | nc -l -p 9000 > /dev/null; done",
+    ]);
     d.ok(&["run", "-d", "--zone", "a", "--name", "client", "busybox", "sleep", "3600"]);
     std::thread::sleep(Duration::from_millis(300));
     let mut with_rules: Vec<f64> = (0..5).map(|_| transfer(&d, &b_ip)).collect();
@@ -111,10 +133,25 @@ fn main() {
 
     println!("| measurement | median | p95 | target |");
     println!("|---|---|---|---|");
-    println!("| bridged zone create via the daemon API ({RUNS} runs: cgroup, netns, veth, address, route, nft rules) | {} | {} | < 10 ms |", ms(create.0), ms(create.1));
+    println!(
+        "| bridged zone create via the daemon API ({RUNS} runs: cgroup, netns, veth, address, route, nft rules) | {} | {} | < 10 ms |",
+        ms(create.0),
+        ms(create.1)
+    );
     println!("| bridged zone delete via the daemon API | {} | {} | |", ms(delete.0), ms(delete.1));
-    println!("| the veth/netns link steps alone with ip(8) (add + delete) | {} | {} | ~21 ms |", ms(ip_steps.0), ms(ip_steps.1));
-    println!("| TCP zone → zone, {TRANSFER_MIB} MiB, with rules (median of 5) | {with_rate:.2} Gbit/s | | |");
-    println!("| TCP zone → zone, same setup, rules removed (median of 5) | {without_rate:.2} Gbit/s | | |");
-    println!("| throughput with rules / without | {:.1} % | | ≥ 90 % |", with_rate / without_rate * 100.0);
+    println!(
+        "| the veth/netns link steps alone with ip(8) (add + delete) | {} | {} | ~21 ms |",
+        ms(ip_steps.0),
+        ms(ip_steps.1)
+    );
+    println!(
+        "| TCP zone → zone, {TRANSFER_MIB} MiB, with rules (median of 5) | {with_rate:.2} Gbit/s | | |"
+    );
+    println!(
+        "| TCP zone → zone, same setup, rules removed (median of 5) | {without_rate:.2} Gbit/s | | |"
+    );
+    println!(
+        "| throughput with rules / without | {:.1} % | | ≥ 90 % |",
+        with_rate / without_rate * 100.0
+    );
 }

@@ -526,3 +526,27 @@ fn exec_with_a_tty_follows_window_size_changes() {
     let status = cli.wait().unwrap();
     assert_eq!(status.code(), Some(5));
 }
+
+#[test]
+fn zone_stats_measure_a_busy_container() {
+    let Some(d) = daemon_with_zone("cpu_stats", None) else { return };
+    d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "--name",
+        "spin",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do :; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = json(&d.ok(&["zone", "stats", "z", "--json"]));
+    assert!(stats["cpu_usage_percent"].as_f64().unwrap() > 5.0, "{stats}");
+    assert_eq!(stats["container_count"], 1);
+    assert!(stats["pids_current"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["memory_usage_bytes"].as_u64().unwrap() > 0, "{stats}");
+    d.ok(&["rm", "-f", "spin"]);
+}

@@ -212,7 +212,15 @@ impl Daemon {
     pub fn zone_stats(&self, name: &str) -> Result<ZoneStats, RequestError> {
         let zone = self.registry().get(name)?.clone();
         let backend_error = |source| RequestError::Backend { zone: name.to_owned(), source };
-        let usage = self.backend.zone_usage(&zone).map_err(backend_error)?;
+        let mut usage = self.backend.zone_usage(&zone).map_err(backend_error)?;
+        let known =
+            self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&zone.id);
+        if !known {
+            // A first reading has no interval to measure over: take a short one now.
+            self.cpu_percent(zone.id, usage.cpu_usage_usec);
+            std::thread::sleep(FIRST_CPU_SAMPLE);
+            usage = self.backend.zone_usage(&zone).map_err(backend_error)?;
+        }
         let cpu_usage_percent = self.cpu_percent(zone.id, usage.cpu_usage_usec);
         Ok(ZoneStats {
             zone_id: zone.id.to_string(),
@@ -229,8 +237,7 @@ impl Daemon {
         })
     }
 
-    /// CPU use since the previous reading of this zone (0 on the first), as a percentage of one
-    /// CPU.
+    /// CPU use since the previous reading of this zone, as a percentage of one CPU.
     fn cpu_percent(&self, id: Uuid, usage_usec: u64) -> f64 {
         let now = Instant::now();
         let mut samples = self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,6 +256,9 @@ impl Daemon {
         percent
     }
 }
+
+/// The interval of a zone's first CPU reading.
+const FIRST_CPU_SAMPLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// RFC 3339 in UTC with millisecond precision, as the API contract writes timestamps.
 pub fn format_timestamp(at: Timestamp) -> String {
