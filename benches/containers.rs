@@ -8,6 +8,7 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+mod measure;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,20 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_compat::Compat;
 use harness::TestDaemon;
+use measure::{ms, stats};
 use rauha::rpc::{self, ContainerCreateRequest};
 
 const RUNS: usize = 30;
 const WARMUP: usize = 3;
 
-fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.95))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 /// Time `RUNS` runs of a command (after a warm-up), each required to succeed.
 fn time_command(label: &str, mut make: impl FnMut(usize) -> Command) -> (Duration, Duration) {

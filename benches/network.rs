@@ -6,26 +6,19 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+mod measure;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_compat::Compat;
 use harness::TestDaemon;
+use measure::{ms, stats};
 use rauha::rpc::{self, ZoneCreateRequest};
 
 const RUNS: usize = 30;
 const TRANSFER_MIB: u32 = 128;
 
-fn stats(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.95))
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn run_ok(mut command: Command) {
     let out = command.output().expect("run command");

@@ -6,25 +6,18 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+mod measure;
 
 use std::time::{Duration, Instant};
 
 use async_compat::Compat;
 use harness::TestDaemon;
+use measure::{ms, percentile};
 use rauha::rpc::{self, ZoneCreateRequest};
 
 const SAMPLES: usize = 200;
 const MANY: usize = 1000;
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[index]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
