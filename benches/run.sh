@@ -7,7 +7,7 @@ packaging/deps.sh
 RAUHA_STATIC_BINARY=$(packaging/build-static.sh)
 export RAUHA_STATIC_BINARY
 benches=("$@")
-((${#benches[@]})) || benches=(zones)
+((${#benches[@]})) || benches=(zones containers network)
 for bench in "${benches[@]}"; do
     out="benches/results/$bench.md"
     {
@@ -16,7 +16,8 @@ for bench in "${benches[@]}"; do
         echo "Recorded $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, kernel $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."
         echo "Command: \`bash benches/run.sh $bench\` (runs \`cargo bench --bench $bench\`)."
         echo
-        cargo bench --locked --bench "$bench" 2>/dev/null
+        cargo bench --locked --bench "$bench" 2>"$out.log" || { tail -30 "$out.log" >&2; exit 1; }
     } | tee "$out.tmp"
     mv "$out.tmp" "$out"
+    rm -f "$out.log"
 done
