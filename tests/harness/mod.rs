@@ -4,8 +4,11 @@
 //! nothing leaked.
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
+pub mod registry;
+
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -59,6 +62,34 @@ impl NetNs {
         netns
     }
 
+    /// The namespace's inode number: equal inodes mean the same namespace.
+    pub fn inode(&self) -> u64 {
+        rustix::fs::fstat(&self.fd).expect("fstat the netns fd").st_ino
+    }
+
+    /// Move the calling thread into this namespace. Sockets the thread (and threads it spawns
+    /// afterwards) creates belong to the namespace; other threads stay where they are.
+    pub fn enter_current_thread(&self) {
+        rustix::thread::move_into_link_name_space(
+            self.fd.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns into the test netns");
+        assert_eq!(thread_netns_inode(), self.inode(), "thread did not move into the test netns");
+    }
+
+    /// Run `f` on a fresh thread inside this namespace and return its result; a panic in `f`
+    /// is re-raised here. The calling thread never leaves its own namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| {
+                self.enter_current_thread();
+                f()
+            });
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// A command that runs inside this namespace.
     pub fn command(self: &Arc<Self>, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new(program);
@@ -76,6 +107,11 @@ impl NetNs {
         }
         command
     }
+}
+
+/// The inode of the calling thread's network namespace.
+pub fn thread_netns_inode() -> u64 {
+    std::fs::metadata("/proc/thread-self/ns/net").expect("stat /proc/thread-self/ns/net").ino()
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
