@@ -527,6 +527,17 @@ fn unreachable_and_unknown() {
         let (err, _) = pull(&e.svc, &format!("{}/library/busybox:latest", reg.addr), None);
         assert_eq!(err.unwrap_err().kind(), ErrorKind::Unavailable);
 
+        // A mirror that is down: the error names every endpoint tried, mirror first.
+        let cfg = RegistryConfig::from_toml(
+            &format!("[registries.\"docker.io\"]\nmirrors = [\"{addr}\"]\n"),
+            Path::new("registries.toml"),
+        )
+        .unwrap();
+        let (err, _) = pull(&env(cfg).svc, "alpine", None);
+        let err = err.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.to_string().contains(&format!("(tried {addr}, docker.io)")), "{err}");
+
         let (err, _) = pull(&e.svc, "Not/Valid", None);
         assert_eq!(err.unwrap_err().kind(), ErrorKind::InvalidArgument);
     });

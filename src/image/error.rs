@@ -39,13 +39,17 @@ pub enum ImageError {
     #[error("registry {registry} refused access to {reference}: {detail}")]
     Unauthorized { reference: String, registry: String, detail: String },
     /// The registry could not be reached (connect, TLS, DNS, timeout or broken transfer).
-    #[error("registry {registry} unreachable while pulling {reference}")]
+    #[error("registry {registry} unreachable while pulling {reference}: {}", innermost(.source.as_ref()))]
     Unreachable {
         reference: String,
         registry: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Every endpoint for a registry (its mirrors, then itself) failed; `source` is the most
+    /// telling failure, `tried` lists the endpoints in the order they were tried.
+    #[error("{source} (tried {tried})")]
+    AllEndpointsFailed { tried: String, source: Box<ImageError> },
     /// The registry answered with an unexpected protocol error.
     #[error("registry {registry} failed on {reference}: {detail}")]
     Registry { reference: String, registry: String, detail: String },
@@ -115,6 +119,7 @@ impl ImageError {
     pub fn kind(&self) -> ErrorKind {
         use ImageError as E;
         match self {
+            E::AllEndpointsFailed { source, .. } => source.kind(),
             E::NotFound { .. } | E::PlatformNotFound { .. } | E::NotFoundLocal { .. } => {
                 ErrorKind::NotFound
             }
@@ -145,4 +150,14 @@ impl ImageError {
     pub(crate) fn db(op: &'static str, source: impl Into<redb::Error>) -> Self {
         ImageError::Database { op, source: Box::new(source.into()) }
     }
+}
+
+/// The deepest cause of `error`: for transport failures that is the OS-level reason
+/// ("Connection refused") under reqwest's and hyper's generic wrappers.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }

@@ -59,10 +59,18 @@ pub async fn pull(
         .iter()
         .position(|e| !matches!(e, ImageError::Unreachable { .. }))
         .unwrap_or(errors.len().saturating_sub(1));
-    Err(errors.into_iter().nth(idx).unwrap_or_else(|| ImageError::NotFound {
+    let chosen = errors.into_iter().nth(idx).unwrap_or_else(|| ImageError::NotFound {
         reference: r.to_string(),
         registry: r.registry.clone(),
-    }))
+    });
+    if endpoints.len() > 1 {
+        // With mirrors, one registry's message alone would hide where else we looked.
+        return Err(ImageError::AllEndpointsFailed {
+            tried: endpoints.join(", "),
+            source: Box::new(chosen),
+        });
+    }
+    Err(chosen)
 }
 
 fn client_for(inner: &Inner) -> Client {

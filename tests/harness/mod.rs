@@ -41,7 +41,8 @@ pub struct NetNs {
 
 impl NetNs {
     /// Make a namespace from a short-lived thread, so the test process itself never leaves the
-    /// host's, and bring up its loopback.
+    /// host's, and bring up its loopback. Needs CAP_SYS_ADMIN (check [`privileged`] first); no
+    /// daemon is involved, so registries and other fixtures can live in it on their own.
     pub fn new() -> Arc<Self> {
         let fd = std::thread::spawn(|| {
             // SAFETY: only the network namespace is unshared, and only for this thread; no file
@@ -152,6 +153,17 @@ impl TestDaemon {
         if !privileged(test) {
             return None;
         }
+        Some(Self::start_full(NetNs::new(), binary, extra_args))
+    }
+
+    /// Start a daemon inside a namespace the test made beforehand (e.g. with a registry
+    /// already listening in it, whose address goes into the daemon's flags). The caller has
+    /// checked [`privileged`]: it could not have made `netns` otherwise.
+    pub fn start_in(netns: Arc<NetNs>, extra_args: &[&str]) -> Self {
+        Self::start_full(netns, Path::new(RAUHA), extra_args)
+    }
+
+    fn start_full(netns: Arc<NetNs>, binary: &Path, extra_args: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("rauha-test-").tempdir().expect("temp dir");
         let root = dir.path().join("root");
         let run_dir = dir.path().join("run");
@@ -161,14 +173,14 @@ impl TestDaemon {
             root,
             run_dir,
             cgroup_parent: unique_cgroup_parent("d"),
-            netns: NetNs::new(),
+            netns,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             binary: binary.to_owned(),
             child: None,
             dir,
         };
         daemon.spawn();
-        Some(daemon)
+        daemon
     }
 
     /// The daemon command line this harness uses.
