@@ -5,7 +5,7 @@
 
 mod harness;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ fn setup(test: &str) -> Option<Setup> {
     Some(Setup { d, reg, closed })
 }
 
-fn path(p: &PathBuf) -> &str {
+fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
