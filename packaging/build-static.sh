@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 target="$(uname -m)-unknown-linux-gnu"
 # An explicit --target keeps build scripts and proc macros dynamic (they run on the host) while
 # the rauha binary links everything statically.
+# libbpf-sys links libelf and zlib statically from here (no dynamic libelf in the binary).
+export LIBBPF_SYS_LIBRARY_PATH="${LIBBPF_SYS_LIBRARY_PATH:-/usr/lib/$(uname -m)-linux-gnu}"
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
     cargo build --release --locked --target "$target" "$@" >&2
 binary="target/$target/release/rauha"
