@@ -54,11 +54,7 @@ fn compile_bpf() {
 
     let mut sources: Vec<PathBuf> = fs::read_dir(&bpf_dir)
         .unwrap_or_else(|err| panic!("read {}: {err}", bpf_dir.display()))
-        .map(|entry| {
-            entry
-                .unwrap_or_else(|err| panic!("read {}: {err}", bpf_dir.display()))
-                .path()
-        })
+        .map(|entry| entry.unwrap_or_else(|err| panic!("read {}: {err}", bpf_dir.display())).path())
         .collect();
     sources.sort();
     for path in &sources {
@@ -67,10 +63,7 @@ fn compile_bpf() {
     }
 
     let mut linker_inputs = Vec::new();
-    for source in sources
-        .iter()
-        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
-    {
+    for source in sources.iter().filter(|p| p.to_string_lossy().ends_with(".bpf.c")) {
         let name = source
             .file_name()
             .and_then(OsStr::to_str)
@@ -111,13 +104,9 @@ fn link_and_generate(inputs: &[PathBuf], out_dir: &Path, name: &str) {
     let mut linker = libbpf_rs::Linker::new(&linked)
         .unwrap_or_else(|err| panic!("create bpf linker for {}: {err:#}", linked.display()));
     for input in inputs {
-        linker
-            .add_file(input)
-            .unwrap_or_else(|err| panic!("link {}: {err:#}", input.display()));
+        linker.add_file(input).unwrap_or_else(|err| panic!("link {}: {err:#}", input.display()));
     }
-    linker
-        .link()
-        .unwrap_or_else(|err| panic!("link {}: {err:#}", linked.display()));
+    linker.link().unwrap_or_else(|err| panic!("link {}: {err:#}", linked.display()));
     SkeletonBuilder::new()
         .obj(&linked)
         .generate(out_dir.join(format!("{name}.skel.rs")))

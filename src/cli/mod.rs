@@ -290,6 +290,14 @@ async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError
                 println!("Cgroup layout: {}", info.cgroup_layout);
                 println!("State dir:     {}", info.root_dir);
                 println!("Zones:         {}", info.zone_count);
+                println!("Enforcement:");
+                for layer in &info.enforcement {
+                    if layer.active {
+                        println!("  {}: active", layer.name);
+                    } else {
+                        println!("  {}: unavailable ({})", layer.name, layer.reason);
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

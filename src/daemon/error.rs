@@ -50,14 +50,19 @@ pub enum RequestError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("network: {0}")]
     Network(Box<crate::net::NetError>),
+    #[error("invalid policy: {0}")]
+    InvalidDevices(#[from] crate::enforce::bpf_policy::DeviceRuleError),
+    #[error("zone {zone:?}: {source}")]
+    Bpf { zone: String, source: crate::enforce::bpf::BpfError },
 }
 
 impl RequestError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidName { .. } | Self::InvalidPolicy(_) | Self::InvalidArgument(_) => {
-                ErrorKind::InvalidArgument
-            }
+            Self::InvalidName { .. }
+            | Self::InvalidPolicy(_)
+            | Self::InvalidArgument(_)
+            | Self::InvalidDevices(_) => ErrorKind::InvalidArgument,
             Self::Registry(RegistryError::Duplicate(_)) => ErrorKind::AlreadyExists,
             Self::Registry(RegistryError::NotFound(_)) => ErrorKind::NotFound,
             Self::Registry(RegistryError::IdsExhausted(_)) => ErrorKind::Unavailable,
@@ -95,7 +100,8 @@ impl RequestError {
             | Self::Backend { .. }
             | Self::RollbackFailed { .. }
             | Self::Shim(_)
-            | Self::Io { .. } => ErrorKind::Internal,
+            | Self::Io { .. }
+            | Self::Bpf { .. } => ErrorKind::Internal,
             Self::Network(error) => match **error {
                 crate::net::NetError::PoolExhausted { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,

@@ -41,6 +41,7 @@ impl Rauha for Server {
             cgroup_layout: self.0.backend.describe(),
             root_dir: self.0.config.root.display().to_string(),
             zone_count: self.0.registry().len() as u32,
+            enforcement: self.0.bpf.layers(),
         }
     }
 

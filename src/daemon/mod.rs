@@ -2,6 +2,7 @@
 //! on the local socket.
 
 mod containers;
+mod enforcement;
 mod error;
 mod events;
 mod exec;
@@ -194,6 +195,8 @@ pub struct Daemon {
     /// Exit codes of exec sessions by exec id (`None` while running), with when they changed.
     exits: Mutex<HashMap<String, (Instant, Option<i32>)>>,
     exec_done: Condvar,
+    /// The eBPF layers: cgroup programs per zone, the LSM layer, deny events.
+    bpf: enforcement::BpfEnforcement,
 }
 
 impl Daemon {
@@ -215,6 +218,9 @@ impl Daemon {
         let shim_dir = config.run_dir.join("shims");
         std::fs::create_dir_all(&shim_dir)
             .map_err(|source| StartError::StateDir { path: shim_dir.clone(), source })?;
+        // Zone nodes sit one level below the cgroup parent in the cgroup2 hierarchy.
+        let zone_level = config.cgroup_parent.split('/').filter(|c| !c.is_empty()).count() + 1;
+        let bpf = enforcement::BpfEnforcement::start(zone_level as u32);
         let executable = std::env::current_exe()
             .map_err(|source| StartError::StateDir { path: "/proc/self/exe".into(), source })?;
         let daemon = Arc::new_cyclic(|weak: &std::sync::Weak<Daemon>| {
@@ -240,6 +246,14 @@ impl Daemon {
                 events: events::EventBus::default(),
                 exits: Mutex::new(HashMap::new()),
                 exec_done: Condvar::new(),
+                bpf,
+            }
+        });
+        let weak = Arc::downgrade(&daemon);
+        daemon.bpf.forward_events(move |zone, event| {
+            if let Some(daemon) = weak.upgrade() {
+                let event_type = format!("deny.{}", event.hook.event_name());
+                daemon.events.publish(zone, &event_type, enforcement::deny_message(event));
             }
         });
         daemon.recover(zones)?;
@@ -283,12 +297,25 @@ impl Daemon {
                 .backend
                 .zone_info(zone)
                 .map_err(|e| StartError::Reconcile(format!("zone {:?}: {e}", zone.name)))?;
+            let rules = enforcement::ZoneRules::from_policy(&zone.policy)
+                .map_err(|e| StartError::Reconcile(format!("zone {:?}: {e}", zone.name)))?;
+            self.bpf.attach_zone(zone, Path::new(&info.cgroup_path), &rules).map_err(|e| {
+                StartError::Reconcile(format!("zone {:?}: re-attach bpf programs: {e}", zone.name))
+            })?;
             kernel.insert(zone.id, info);
         }
+        drop(kernel);
+        self.bpf
+            .sync_peers(self.registry().iter())
+            .map_err(|e| StartError::Reconcile(format!("bpf peer-address maps: {e}")))?;
+        self.bpf
+            .sync_comms(self.registry().iter())
+            .map_err(|e| StartError::Reconcile(format!("lsm allowed-comms map: {e}")))?;
         tracing::info!(
             zones = live.len(),
             recreated = report.recreated.len(),
             orphans_removed = report.removed_orphans.len(),
+            bpf_attached = self.bpf.attached_zones(),
             "reconciled kernel state with the store"
         );
         Ok(())

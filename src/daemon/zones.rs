@@ -1,16 +1,18 @@
 //! Zone operations: each validates first, changes the kernel and the store in an order that a
 //! failure can undo, and updates the in-memory registry last.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::Daemon;
+use super::enforcement::ZoneRules;
 use super::error::RequestError;
 use crate::backend::ZoneKernelInfo;
 use crate::rpc::{PolicyApplied, ZoneCreateRequest, ZoneInfo, ZoneStats};
-use crate::zone::{self, Policy, Zone, ZoneState, ZoneType, policy};
+use crate::zone::{self, Policy, Zone, ZoneRegistry, ZoneState, ZoneType, policy};
 
 impl Daemon {
     /// Zone info as clients see it.
@@ -45,6 +47,7 @@ impl Daemon {
         let requested_type = zone::parse_requested_type(&request.zone_type)
             .map_err(RequestError::InvalidArgument)?;
         let policy = Policy::parse_for_type(&request.policy_toml, requested_type)?;
+        let rules = ZoneRules::from_policy(&policy)?;
 
         let mut zones = self.registry();
         if zones.contains(&request.name) {
@@ -65,19 +68,38 @@ impl Daemon {
             .backend
             .create_zone(&zone, &network)
             .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
+        let cgroup_dir = PathBuf::from(&kernel.cgroup_path);
+        // All-or-nothing: a zone whose programs do not attach is not created.
+        if let Err(source) = self.bpf.attach_zone(&zone, &cgroup_dir, &rules) {
+            let failure = RequestError::Bpf { zone: zone.name.clone(), source };
+            return Err(self.roll_back_creation(&zone, &cgroup_dir, failure));
+        }
         if let Err(error) = self.store.put_zone(&zone.to_record()) {
-            return Err(self.roll_back_creation(&zone, error.into()));
+            return Err(self.roll_back_creation(&zone, &cgroup_dir, error.into()));
         }
         self.kernel.lock().unwrap_or_else(|e| e.into_inner()).insert(zone.id, kernel);
         let info = self.info(&zone);
         zones.insert(zone)?;
         self.refresh_peers_of(&zones, &info.name);
+        if let Err(error) = self.bpf.sync_peers(zones.iter()) {
+            tracing::error!(%error, "update the bpf peer-address maps");
+        }
+        if let Err(error) = self.bpf.sync_comms(zones.iter()) {
+            tracing::error!(%error, zone = %info.name, "update the lsm allowed-comms map");
+        }
         tracing::info!(zone = %info.name, id = %info.id, numeric_id = info.numeric_id, "zone created");
         self.events.publish(&info.name, "zone.created", format!("zone {} created", info.id));
         Ok(info)
     }
 
-    fn roll_back_creation(&self, zone: &Zone, failure: RequestError) -> RequestError {
+    fn roll_back_creation(
+        &self,
+        zone: &Zone,
+        cgroup_dir: &Path,
+        failure: RequestError,
+    ) -> RequestError {
+        self.bpf.detach_zone(zone.numeric_id, cgroup_dir);
+        self.bpf.forget_name(zone.numeric_id);
         match self.backend.destroy_zone(zone) {
             Ok(()) => failure,
             Err(rollback) => RequestError::RollbackFailed {
@@ -122,6 +144,12 @@ impl Daemon {
         self.finish_deletion(&zone)?;
         zones.remove(name);
         self.refresh_peers_of(&zones, name);
+        if let Err(error) = self.bpf.sync_peers(zones.iter()) {
+            tracing::error!(%error, "update the bpf peer-address maps");
+        }
+        if let Err(error) = self.bpf.sync_comms(zones.iter()) {
+            tracing::error!(%error, zone = %name, "update the lsm allowed-comms map");
+        }
         tracing::info!(zone = %name, "zone deleted");
         self.events.publish(name, "zone.deleted", format!("zone {} deleted", zone.id));
         Ok(())
@@ -129,6 +157,10 @@ impl Daemon {
 
     /// Remove the kernel objects and the record of a zone already marked `Deleting`.
     pub(super) fn finish_deletion(&self, zone: &Zone) -> Result<(), RequestError> {
+        // Detach before the cgroup goes; the links would otherwise pin it until they close.
+        let cgroup_dir = PathBuf::from(self.kernel_info(zone.id).cgroup_path);
+        self.bpf.detach_zone(zone.numeric_id, &cgroup_dir);
+        self.bpf.forget_name(zone.numeric_id);
         self.backend
             .destroy_zone(zone)
             .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
@@ -146,6 +178,7 @@ impl Daemon {
         // Validate before looking up, so a broken policy reads as such even for an unknown zone.
         let current_type = zones.get(name).map(Zone::zone_type).unwrap_or(ZoneType::NonGlobal);
         let policy = Policy::parse_for_type(policy_toml, Some(current_type))?;
+        let rules = ZoneRules::from_policy(&policy)?;
         let old = zones.get(name)?.clone();
         if old.state == ZoneState::Deleting {
             return Err(RequestError::ZoneDeleting { zone: old.name });
@@ -180,29 +213,74 @@ impl Daemon {
 
         let backend_error = |source| RequestError::Backend { zone: name.to_owned(), source };
         let unavailable = self.backend.apply_policy(&new, &network).map_err(backend_error)?;
+        let previous_rules = self.bpf.rules(old.numeric_id);
+        let bpf_changed = match self.bpf.apply_policy(&new, &rules) {
+            Ok(changed) => changed,
+            Err(source) => {
+                let failure = RequestError::Bpf { zone: name.to_owned(), source };
+                return Err(self.roll_back_policy(&zones, &old, previous_rules.as_ref(), failure));
+            }
+        };
         if let Err(error) = self.store.put_zone(&new.to_record()) {
-            // Put the old limits and network back so kernel and store agree again.
-            let old_network = self.zone_network(&zones, &old);
-            return Err(match self.backend.apply_policy(&old, &old_network) {
-                Ok(_) => error.into(),
-                Err(rollback) => RequestError::RollbackFailed {
-                    zone: name.to_owned(),
-                    failure: error.to_string(),
-                    rollback,
-                },
-            });
+            return Err(self.roll_back_policy(&zones, &old, previous_rules.as_ref(), error.into()));
         }
         zones.update(new);
         self.refresh_peers_of(&zones, name);
+        let peers_changed = match self.bpf.sync_peers(zones.iter()) {
+            Ok(changed) => changed > 0,
+            Err(error) => {
+                tracing::error!(%error, zone = %name, "update the bpf peer-address maps");
+                false
+            }
+        };
+        let comms_changed = match self.bpf.sync_comms(zones.iter()) {
+            Ok(changed) => changed,
+            Err(error) => {
+                tracing::error!(%error, zone = %name, "update the lsm allowed-comms map");
+                false
+            }
+        };
         let changed: Vec<String> = changes.changes.iter().map(ToString::to_string).collect();
         tracing::info!(zone = %name, changes = %changed.join("; "), "policy applied");
         let summary = if changed.is_empty() { "no changes".to_owned() } else { changed.join("; ") };
         self.events.publish(name, "policy.applied", summary);
+        let mut applied_live = keys(policy::ApplyMode::Live);
+        applied_live.extend(bpf_changed);
+        if peers_changed {
+            applied_live.push("bpf map rauha_peers (network.allowed_zones)".to_owned());
+        }
+        if comms_changed {
+            applied_live.push("bpf map rauha_comms (network.allowed_zones)".to_owned());
+        }
         Ok(PolicyApplied {
-            applied_live: keys(policy::ApplyMode::Live),
+            applied_live,
             on_next_start: keys(policy::ApplyMode::NewProcesses),
             unavailable,
         })
+    }
+
+    /// Puts the old limits and maps back so kernel and store agree again.
+    fn roll_back_policy(
+        &self,
+        zones: &ZoneRegistry,
+        old: &Zone,
+        previous_rules: Option<&ZoneRules>,
+        failure: RequestError,
+    ) -> RequestError {
+        if let Some(rules) = previous_rules
+            && let Err(error) = self.bpf.apply_policy(old, rules)
+        {
+            tracing::error!(%error, zone = %old.name, "restore the bpf maps");
+        }
+        let old_network = self.zone_network(zones, old);
+        match self.backend.apply_policy(old, &old_network) {
+            Ok(_) => failure,
+            Err(rollback) => RequestError::RollbackFailed {
+                zone: old.name.clone(),
+                failure: failure.to_string(),
+                rollback,
+            },
+        }
     }
 
     pub fn policy_toml(&self, name: &str) -> Result<String, RequestError> {

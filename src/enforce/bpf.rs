@@ -35,70 +35,35 @@ pub(crate) mod skel {
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error("open bpf object {object}: {source}")]
-    OpenObject {
-        object: &'static str,
-        source: libbpf_rs::Error,
-    },
+    OpenObject { object: &'static str, source: libbpf_rs::Error },
     #[error("bpf object {object} has no read-only data section to configure")]
     MissingRodata { object: &'static str },
     #[error("share map {map} with bpf object {object}: {source}")]
-    ReuseMap {
-        object: &'static str,
-        map: &'static str,
-        source: libbpf_rs::Error,
-    },
+    ReuseMap { object: &'static str, map: &'static str, source: libbpf_rs::Error },
     #[error("load bpf object {object}: {source}")]
-    LoadObject {
-        object: &'static str,
-        source: libbpf_rs::Error,
-    },
+    LoadObject { object: &'static str, source: libbpf_rs::Error },
     #[error("create bpf map {map}: {source}")]
-    CreateMap {
-        map: &'static str,
-        source: libbpf_rs::Error,
-    },
+    CreateMap { map: &'static str, source: libbpf_rs::Error },
     #[error("duplicate fd of bpf map {map}: {source}")]
-    DupMap {
-        map: &'static str,
-        source: libbpf_rs::Error,
-    },
+    DupMap { map: &'static str, source: libbpf_rs::Error },
     #[error("duplicate fd of bpf program {program}: {source}")]
-    DupProgram {
-        program: &'static str,
-        source: io::Error,
-    },
+    DupProgram { program: &'static str, source: io::Error },
     #[error("open cgroup {}: {source}", path.display())]
     OpenCgroup { path: PathBuf, source: io::Error },
     #[error("attach bpf program {program} to {target}: {source}")]
-    Attach {
-        program: &'static str,
-        target: String,
-        source: libbpf_rs::Error,
-    },
+    Attach { program: &'static str, target: String, source: libbpf_rs::Error },
     #[error("update bpf map {map}: {source}")]
-    UpdateMap {
-        map: &'static str,
-        source: libbpf_rs::Error,
-    },
+    UpdateMap { map: &'static str, source: libbpf_rs::Error },
     #[error("delete from bpf map {map}: {source}")]
-    DeleteMap {
-        map: &'static str,
-        source: libbpf_rs::Error,
-    },
+    DeleteMap { map: &'static str, source: libbpf_rs::Error },
     #[error("zone id 0 is reserved for \"no zone\" in the bpf maps")]
     ZoneIdZero,
     #[error("egress rule {addr}/{prefix_len}: prefix longer than the address")]
-    EgressPrefix {
-        addr: std::net::IpAddr,
-        prefix_len: u8,
-    },
+    EgressPrefix { addr: std::net::IpAddr, prefix_len: u8 },
     #[error("stat {}: {source}", path.display())]
     Stat { path: PathBuf, source: io::Error },
     #[error("set up ring buffer consumer for map {map}: {source}")]
-    RingBuffer {
-        map: &'static str,
-        source: libbpf_rs::Error,
-    },
+    RingBuffer { map: &'static str, source: libbpf_rs::Error },
     #[error("spawn bpf event thread: {source}")]
     SpawnThread { source: io::Error },
     #[error("bpf event thread ended before it was ready")]
@@ -110,10 +75,7 @@ pub enum BpfError {
 pub fn cgroup_id(cgroup_dir: &Path) -> Result<u64, BpfError> {
     std::fs::metadata(cgroup_dir)
         .map(|meta| meta.ino())
-        .map_err(|source| BpfError::Stat {
-            path: cgroup_dir.to_owned(),
-            source,
-        })
+        .map_err(|source| BpfError::Stat { path: cgroup_dir.to_owned(), source })
 }
 
 /// The kernel's `s_dev` of the filesystem holding `path` (e.g. a container's overlay rootfs),
@@ -121,10 +83,7 @@ pub fn cgroup_id(cgroup_dir: &Path) -> Result<u64, BpfError> {
 pub fn superblock_dev(path: &Path) -> Result<u32, BpfError> {
     let dev = std::fs::metadata(path)
         .map(|meta| meta.dev())
-        .map_err(|source| BpfError::Stat {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|source| BpfError::Stat { path: path.to_owned(), source })?;
     Ok(kernel_dev(dev))
 }
 

@@ -162,12 +162,8 @@ mod tests {
 
     #[test]
     fn key_bytes_are_c_layout() {
-        let key = EgressKey {
-            prefixlen: 0x0102_0304,
-            port_be: 443u16.to_be(),
-            pad: 0,
-            addr: [7; 16],
-        };
+        let key =
+            EgressKey { prefixlen: 0x0102_0304, port_be: 443u16.to_be(), pad: 0, addr: [7; 16] };
         let b = key.bytes();
         assert_eq!(b.len(), 24);
         assert_eq!(b[..4], 0x0102_0304u32.to_ne_bytes());
@@ -180,25 +176,10 @@ mod tests {
         // The skeleton's types are generated from the objects' BTF, i.e. from rauha.h as clang
         // compiled it; equal sizes catch a drifted mirror.
         use crate::enforce::bpf::skel;
-        assert_eq!(
-            size_of::<skel::lsm::types::rauha_comm_key>(),
-            size_of::<CommKey>()
-        );
-        assert_eq!(
-            size_of::<skel::lsm::types::rauha_addr_key>(),
-            size_of::<AddrKey>()
-        );
-        assert_eq!(
-            size_of::<skel::cgroup_zone::types::rauha_egress_key>(),
-            size_of::<EgressKey>()
-        );
-        assert_eq!(
-            size_of::<skel::cgroup_zone::types::rauha_dev_key>(),
-            size_of::<DevKey>()
-        );
-        assert_eq!(
-            size_of::<skel::lsm::types::rauha_rate_state>(),
-            size_of::<RateState>()
-        );
+        assert_eq!(size_of::<skel::lsm::types::rauha_comm_key>(), size_of::<CommKey>());
+        assert_eq!(size_of::<skel::lsm::types::rauha_addr_key>(), size_of::<AddrKey>());
+        assert_eq!(size_of::<skel::cgroup_zone::types::rauha_egress_key>(), size_of::<EgressKey>());
+        assert_eq!(size_of::<skel::cgroup_zone::types::rauha_dev_key>(), size_of::<DevKey>());
+        assert_eq!(size_of::<skel::lsm::types::rauha_rate_state>(), size_of::<RateState>());
     }
 }

@@ -15,7 +15,8 @@ use libbpf_rs::{MapHandle, MapType, OpenMapMut, RingBufferBuilder};
 
 use crate::enforce::bpf::BpfError;
 use crate::enforce::bpf_abi::{
-    DEV_BLOCK, DenyEventRaw, EVENTS_RING_BYTES, RATE_MAX_ZONES, RateState,
+    DEV_ACC_MKNOD, DEV_ACC_READ, DEV_ACC_WRITE, DEV_BLOCK, DenyEventRaw, EVENTS_RING_BYTES,
+    RATE_MAX_ZONES, RateState,
 };
 
 /// Name of the ring-buffer map in every BPF object.
@@ -39,18 +40,9 @@ impl EventMaps {
             sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
         };
-        let ring = MapHandle::create(
-            MapType::RingBuf,
-            Some(RING_MAP),
-            0,
-            0,
-            EVENTS_RING_BYTES,
-            &opts,
-        )
-        .map_err(|source| BpfError::CreateMap {
-            map: RING_MAP,
-            source,
-        })?;
+        let ring =
+            MapHandle::create(MapType::RingBuf, Some(RING_MAP), 0, 0, EVENTS_RING_BYTES, &opts)
+                .map_err(|source| BpfError::CreateMap { map: RING_MAP, source })?;
         let rate = MapHandle::create(
             MapType::LruHash,
             Some(RATE_MAP),
@@ -59,11 +51,16 @@ impl EventMaps {
             RATE_MAX_ZONES,
             &opts,
         )
-        .map_err(|source| BpfError::CreateMap {
-            map: RATE_MAP,
-            source,
-        })?;
+        .map_err(|source| BpfError::CreateMap { map: RATE_MAP, source })?;
         Ok(Self { ring, rate })
+    }
+
+    /// Another handle on the same maps (new fds), e.g. for loading objects on another thread.
+    pub fn try_clone(&self) -> Result<Self, BpfError> {
+        let dup = |map: &MapHandle, name: &'static str| {
+            MapHandle::try_from(map).map_err(|source| BpfError::DupMap { map: name, source })
+        };
+        Ok(Self { ring: dup(&self.ring, RING_MAP)?, rate: dup(&self.rate, RATE_MAP)? })
     }
 
     /// Points an opened (not yet loaded) object's event maps at the shared ones.
@@ -74,27 +71,23 @@ impl EventMaps {
         rate: &mut OpenMapMut<'_>,
     ) -> Result<(), BpfError> {
         use std::os::fd::AsFd;
-        ring.reuse_fd(self.ring.as_fd())
-            .map_err(|source| BpfError::ReuseMap {
-                object,
-                map: RING_MAP,
-                source,
-            })?;
-        rate.reuse_fd(self.rate.as_fd())
-            .map_err(|source| BpfError::ReuseMap {
-                object,
-                map: RATE_MAP,
-                source,
-            })
+        ring.reuse_fd(self.ring.as_fd()).map_err(|source| BpfError::ReuseMap {
+            object,
+            map: RING_MAP,
+            source,
+        })?;
+        rate.reuse_fd(self.rate.as_fd()).map_err(|source| BpfError::ReuseMap {
+            object,
+            map: RATE_MAP,
+            source,
+        })
     }
 
     /// Starts the consumer thread; events go to `tx` until the returned handle is dropped or
     /// the receiver is gone.
     pub fn spawn_consumer(&self, tx: mpsc::Sender<DenyEvent>) -> Result<EventConsumer, BpfError> {
-        let ring = MapHandle::try_from(&self.ring).map_err(|source| BpfError::DupMap {
-            map: RING_MAP,
-            source,
-        })?;
+        let ring = MapHandle::try_from(&self.ring)
+            .map_err(|source| BpfError::DupMap { map: RING_MAP, source })?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -105,16 +98,10 @@ impl EventMaps {
         // The ring buffer is set up on the thread (libbpf's ring_buffer is not Send); wait for
         // its verdict so a setup error is returned here rather than lost.
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(EventConsumer {
-                stop,
-                thread: Some(thread),
-            }),
+            Ok(Ok(())) => Ok(EventConsumer { stop, thread: Some(thread) }),
             Ok(Err(source)) => {
                 let _ = thread.join();
-                Err(BpfError::RingBuffer {
-                    map: RING_MAP,
-                    source,
-                })
+                Err(BpfError::RingBuffer { map: RING_MAP, source })
             }
             Err(_) => {
                 let _ = thread.join();
@@ -217,7 +204,26 @@ impl Hook {
         }
     }
 
-    /// Short stable name for logs and `rauha events`.
+    /// The hook's name in event types (`deny.<name>` on the daemon's event bus).
+    pub fn event_name(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Sysctl => "sysctl",
+            Self::Connect4 => "connect4",
+            Self::Connect6 => "connect6",
+            Self::Sendmsg4 => "sendmsg4",
+            Self::Sendmsg6 => "sendmsg6",
+            Self::FileOpen => "file_open",
+            Self::BprmCheck => "bprm_check_security",
+            Self::TaskKill => "task_kill",
+            Self::Ptrace => "ptrace_access_check",
+            Self::SocketConnect => "socket_connect",
+            Self::CgroupProcs => "cgroup_procs",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Short stable name of the layer and hook, for logs and `rauha events`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Device => "cgroup/dev",
@@ -241,12 +247,7 @@ impl Hook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DenyTarget {
     /// A device node; `access` holds `DEV_ACC_*` bits.
-    Device {
-        block: bool,
-        major: u32,
-        minor: u32,
-        access: u32,
-    },
+    Device { block: bool, major: u32, minor: u32, access: u32 },
     /// A sysctl path below /proc/sys (e.g. `kernel/hostname`).
     Sysctl { name: String },
     /// A network destination; `zone` is the destination's zone for the LSM hook.
@@ -254,16 +255,46 @@ pub enum DenyTarget {
     /// A file of another zone (open or exec): its superblock's dev, zone and name.
     File { dev: u32, zone: u32, name: String },
     /// A task of another zone (or of the host when `zone` is `None`).
-    Task {
-        pid: u32,
-        zone: Option<u32>,
-        comm: String,
-        signal: Option<u16>,
-    },
+    Task { pid: u32, zone: Option<u32>, comm: String, signal: Option<u16> },
     /// Another cgroup's membership file.
     CgroupProcs { cgroup_id: u64, name: String },
     /// A record of an unknown hook, kept raw.
     Raw { target: u64 },
+}
+
+impl std::fmt::Display for DenyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Device { block, major, minor, access } => {
+                let kind = if *block { "block" } else { "char" };
+                let mut acc = String::new();
+                for (bit, c) in [(DEV_ACC_READ, 'r'), (DEV_ACC_WRITE, 'w'), (DEV_ACC_MKNOD, 'm')] {
+                    if access & bit != 0 {
+                        acc.push(c);
+                    }
+                }
+                write!(f, "{kind} device {major}:{minor} ({acc})")
+            }
+            Self::Sysctl { name } => write!(f, "sysctl write {name}"),
+            Self::Address { addr, zone: Some(zone) } => write!(f, "{addr} (zone id {zone})"),
+            Self::Address { addr, zone: None } => write!(f, "{addr}"),
+            Self::File { dev, zone, name } => {
+                write!(f, "file {name} (dev {dev:#x}, zone id {zone})")
+            }
+            Self::Task { pid, zone, comm, signal } => {
+                write!(f, "task {pid} ({comm})")?;
+                if let Some(zone) = zone {
+                    write!(f, " of zone id {zone}")?;
+                }
+                if let Some(signal) = signal {
+                    write!(f, ", signal {signal}")?;
+                }
+                Ok(())
+            }
+            Self::CgroupProcs { cgroup_id, name } => write!(f, "{name} of cgroup {cgroup_id}"),
+            Self::Raw { target } => write!(f, "target {target:#x}"),
+        }
+    }
 }
 
 /// One denied operation, as the daemon's event bus sees it.
@@ -312,28 +343,16 @@ impl DenyEvent {
                 Some(name),
             ),
             Hook::Sysctl => (DenyTarget::Sysctl { name }, None),
-            Hook::Connect4 | Hook::Connect6 | Hook::Sendmsg4 | Hook::Sendmsg6 => (
-                DenyTarget::Address {
-                    addr: socket_addr(&raw),
-                    zone: None,
-                },
-                Some(name),
-            ),
+            Hook::Connect4 | Hook::Connect6 | Hook::Sendmsg4 | Hook::Sendmsg6 => {
+                (DenyTarget::Address { addr: socket_addr(&raw), zone: None }, Some(name))
+            }
             Hook::SocketConnect => (
-                DenyTarget::Address {
-                    addr: socket_addr(&raw),
-                    zone: some_zone(raw.target as u32),
-                },
+                DenyTarget::Address { addr: socket_addr(&raw), zone: some_zone(raw.target as u32) },
                 Some(name),
             ),
-            Hook::FileOpen | Hook::BprmCheck => (
-                DenyTarget::File {
-                    dev: raw.target as u32,
-                    zone: raw.aux,
-                    name,
-                },
-                None,
-            ),
+            Hook::FileOpen | Hook::BprmCheck => {
+                (DenyTarget::File { dev: raw.target as u32, zone: raw.aux, name }, None)
+            }
             Hook::TaskKill | Hook::Ptrace => (
                 DenyTarget::Task {
                     pid: raw.target as u32,
@@ -343,13 +362,7 @@ impl DenyEvent {
                 },
                 None,
             ),
-            Hook::CgroupProcs => (
-                DenyTarget::CgroupProcs {
-                    cgroup_id: raw.target,
-                    name,
-                },
-                None,
-            ),
+            Hook::CgroupProcs => (DenyTarget::CgroupProcs { cgroup_id: raw.target, name }, None),
             Hook::Unknown(_) => (DenyTarget::Raw { target: raw.target }, None),
         };
         Self {
@@ -395,15 +408,7 @@ mod tests {
         let ev = DenyEvent::from_raw(r);
         assert_eq!(ev.zone_id, 7);
         assert_eq!(ev.hook, Hook::Device);
-        assert_eq!(
-            ev.target,
-            DenyTarget::Device {
-                block: false,
-                major: 1,
-                minor: 11,
-                access: 2
-            }
-        );
+        assert_eq!(ev.target, DenyTarget::Device { block: false, major: 1, minor: 11, access: 2 });
         assert_eq!(ev.comm.as_deref(), Some("sh"));
         assert_eq!(ev.suppressed, 3);
     }
@@ -416,10 +421,7 @@ mod tests {
         let ev = DenyEvent::from_raw(r);
         assert_eq!(
             ev.target,
-            DenyTarget::Address {
-                addr: "10.203.1.1:9090".parse().unwrap(),
-                zone: None
-            }
+            DenyTarget::Address { addr: "10.203.1.1:9090".parse().unwrap(), zone: None }
         );
     }
 

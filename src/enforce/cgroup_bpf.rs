@@ -27,12 +27,12 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::enforce::bpf::BpfError;
+use crate::enforce::bpf::skel::cgroup_zone::CgroupZoneSkelBuilder;
 use crate::enforce::bpf_abi::{
     AddrKey, DEV_ACC_MKNOD, DEV_ACC_READ, DEV_ACC_WRITE, DEV_ANY_MINOR, DEV_BLOCK, DEV_CHAR,
     DevKey, EGRESS_FULL_PREFIX, EgressKey, MapBytes, addr16,
 };
 use crate::enforce::bpf_events::EventMaps;
-use crate::enforce::bpf::skel::cgroup_zone::CgroupZoneSkelBuilder;
 
 /// Character or block device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,19 +109,9 @@ impl LoadedZonePrograms {
         let mut storage = MaybeUninit::uninit();
         let mut open = CgroupZoneSkelBuilder::default()
             .open(&mut storage)
-            .map_err(|source| BpfError::OpenObject {
-                object: OBJECT,
-                source,
-            })?;
-        events.share_with(
-            OBJECT,
-            &mut open.maps.rauha_events,
-            &mut open.maps.rauha_rate,
-        )?;
-        let skel = open.load().map_err(|source| BpfError::LoadObject {
-            object: OBJECT,
-            source,
-        })?;
+            .map_err(|source| BpfError::OpenObject { object: OBJECT, source })?;
+        events.share_with(OBJECT, &mut open.maps.rauha_events, &mut open.maps.rauha_rate)?;
+        let skel = open.load().map_err(|source| BpfError::LoadObject { object: OBJECT, source })?;
         let dup_map = |map: &libbpf_rs::MapMut<'_>, name: &'static str| {
             MapHandle::try_from(map).map_err(|source| BpfError::DupMap { map: name, source })
         };
@@ -130,24 +120,13 @@ impl LoadedZonePrograms {
                         attach_type: libbpf_sys::bpf_attach_type| {
             prog.as_fd()
                 .try_clone_to_owned()
-                .map(|fd| LoadedProgram {
-                    name,
-                    attach_type,
-                    fd,
-                })
-                .map_err(|source| BpfError::DupProgram {
-                    program: name,
-                    source,
-                })
+                .map(|fd| LoadedProgram { name, attach_type, fd })
+                .map_err(|source| BpfError::DupProgram { program: name, source })
         };
         let progs = &skel.progs;
         let programs = vec![
             dup_prog(&progs.rauha_dev, "rauha_dev", libbpf_sys::BPF_CGROUP_DEVICE)?,
-            dup_prog(
-                &progs.rauha_sysctl,
-                "rauha_sysctl",
-                libbpf_sys::BPF_CGROUP_SYSCTL,
-            )?,
+            dup_prog(&progs.rauha_sysctl, "rauha_sysctl", libbpf_sys::BPF_CGROUP_SYSCTL)?,
             dup_prog(
                 &progs.rauha_connect4,
                 "rauha_connect4",
@@ -158,16 +137,8 @@ impl LoadedZonePrograms {
                 "rauha_connect6",
                 libbpf_sys::BPF_CGROUP_INET6_CONNECT,
             )?,
-            dup_prog(
-                &progs.rauha_sendmsg4,
-                "rauha_sendmsg4",
-                libbpf_sys::BPF_CGROUP_UDP4_SENDMSG,
-            )?,
-            dup_prog(
-                &progs.rauha_sendmsg6,
-                "rauha_sendmsg6",
-                libbpf_sys::BPF_CGROUP_UDP6_SENDMSG,
-            )?,
+            dup_prog(&progs.rauha_sendmsg4, "rauha_sendmsg4", libbpf_sys::BPF_CGROUP_UDP4_SENDMSG)?,
+            dup_prog(&progs.rauha_sendmsg6, "rauha_sendmsg6", libbpf_sys::BPF_CGROUP_UDP6_SENDMSG)?,
         ];
         // The skeleton (and its own fds) closes on return; the duplicated fds keep the
         // programs and maps alive.
@@ -201,16 +172,8 @@ impl LoadedZonePrograms {
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(cgroup_dir)
-            .map_err(|source| BpfError::OpenCgroup {
-                path: cgroup_dir.to_owned(),
-                source,
-            })?;
-        update(
-            &self.zone,
-            ZONE_MAP,
-            &0u32.to_ne_bytes(),
-            &zone_id.to_ne_bytes(),
-        )?;
+            .map_err(|source| BpfError::OpenCgroup { path: cgroup_dir.to_owned(), source })?;
+        update(&self.zone, ZONE_MAP, &0u32.to_ne_bytes(), &zone_id.to_ne_bytes())?;
         write_devices(&self.devices, &HashMap::new(), &device_wanted)?;
         write_set(&self.egress, EGRESS_MAP, &HashSet::new(), &egress_wanted)?;
         write_set(&self.peers, PEERS_MAP, &HashSet::new(), &peer_wanted)?;
@@ -308,12 +271,7 @@ impl ZoneCgroupPrograms {
     ) -> Result<(), BpfError> {
         let egress_wanted = egress_keys(egress)?;
         let peer_wanted = peer_keys(peers);
-        write_set(
-            &self.egress,
-            EGRESS_MAP,
-            &self.egress_entries,
-            &egress_wanted,
-        )?;
+        write_set(&self.egress, EGRESS_MAP, &self.egress_entries, &egress_wanted)?;
         self.egress_entries = egress_wanted;
         write_set(&self.peers, PEERS_MAP, &self.peer_entries, &peer_wanted)?;
         self.peer_entries = peer_wanted;
@@ -378,11 +336,7 @@ fn egress_keys(rules: &[EgressRule]) -> Result<HashSet<EgressKey>, BpfError> {
             }
             let addr_bits = base + len;
             let full = u128::from_be_bytes(addr16(rule.addr));
-            let mask = if addr_bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - addr_bits)
-            };
+            let mask = if addr_bits == 0 { 0 } else { u128::MAX << (128 - addr_bits) };
             Ok(EgressKey {
                 // The port and pad bits always take part in the match.
                 prefixlen: EGRESS_FULL_PREFIX - 128 + addr_bits,
@@ -395,10 +349,7 @@ fn egress_keys(rules: &[EgressRule]) -> Result<HashSet<EgressKey>, BpfError> {
 }
 
 fn peer_keys(peers: &[IpAddr]) -> HashSet<AddrKey> {
-    peers
-        .iter()
-        .map(|&ip| AddrKey { addr: addr16(ip) })
-        .collect()
+    peers.iter().map(|&ip| AddrKey { addr: addr16(ip) }).collect()
 }
 
 /// Makes the map hold exactly `wanted` (value 1), given that it holds `current`.
@@ -423,8 +374,7 @@ fn update(map: &MapHandle, name: &'static str, key: &[u8], value: &[u8]) -> Resu
 }
 
 fn delete(map: &MapHandle, name: &'static str, key: &[u8]) -> Result<(), BpfError> {
-    map.delete(key)
-        .map_err(|source| BpfError::DeleteMap { map: name, source })
+    map.delete(key).map_err(|source| BpfError::DeleteMap { map: name, source })
 }
 
 #[cfg(test)]
@@ -447,12 +397,9 @@ mod tests {
 
     #[test]
     fn egress_default_route_any_port() {
-        let keys = egress_keys(&[EgressRule {
-            addr: "::".parse().unwrap(),
-            prefix_len: 0,
-            port: None,
-        }])
-        .unwrap();
+        let keys =
+            egress_keys(&[EgressRule { addr: "::".parse().unwrap(), prefix_len: 0, port: None }])
+                .unwrap();
         let key = keys.into_iter().next().unwrap();
         assert_eq!(key.prefixlen, 32);
         assert_eq!(key.addr, [0; 16]);
@@ -482,9 +429,6 @@ mod tests {
         };
         let entries = device_entries(&[rule(true, false), rule(false, true)]);
         assert_eq!(entries.len(), 1);
-        assert_eq!(
-            entries.values().next(),
-            Some(&(DEV_ACC_READ | DEV_ACC_WRITE))
-        );
+        assert_eq!(entries.values().next(), Some(&(DEV_ACC_READ | DEV_ACC_WRITE)));
     }
 }

@@ -45,12 +45,14 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
 
 use crate::enforce::bpf::BpfError;
+use crate::enforce::bpf::skel::lsm::LsmSkelBuilder;
 use crate::enforce::bpf_abi::{AddrKey, CommKey, MapBytes, ZONE_F_PTRACE_SELF, addr16};
 use crate::enforce::bpf_events::EventMaps;
-use crate::enforce::bpf::skel::lsm::LsmSkelBuilder;
 
 /// Where the kernel lists its active LSMs.
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
+/// Where securityfs is mounted.
+const SECURITYFS: &str = "/sys/kernel/security";
 /// The kernel's BTF, needed for CO-RE relocation and to find the LSM hooks.
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const OBJECT: &str = "lsm";
@@ -108,10 +110,9 @@ impl fmt::Display for LsmUnavailable {
             Self::LsmListUnreadable { source } => {
                 write!(f, "read active lsm list {LSM_LIST}: {source}")
             }
-            Self::NotInLsmList { active } => write!(
-                f,
-                "bpf is not an active lsm (active: {active}); boot with lsm=...,bpf"
-            ),
+            Self::NotInLsmList { active } => {
+                write!(f, "bpf is not an active lsm (active: {active}); boot with lsm=...,bpf")
+            }
         }
     }
 }
@@ -152,24 +153,14 @@ impl LsmLayer {
         let mut storage = MaybeUninit::uninit();
         let mut open = LsmSkelBuilder::default()
             .open(&mut storage)
-            .map_err(|source| BpfError::OpenObject {
-                object: OBJECT,
-                source,
-            })?;
+            .map_err(|source| BpfError::OpenObject { object: OBJECT, source })?;
         open.maps
             .rodata_data
             .as_deref_mut()
             .ok_or(BpfError::MissingRodata { object: OBJECT })?
             .rauha_zone_level = zone_level;
-        events.share_with(
-            OBJECT,
-            &mut open.maps.rauha_events,
-            &mut open.maps.rauha_rate,
-        )?;
-        let skel = open.load().map_err(|source| BpfError::LoadObject {
-            object: OBJECT,
-            source,
-        })?;
+        events.share_with(OBJECT, &mut open.maps.rauha_events, &mut open.maps.rauha_rate)?;
+        let skel = open.load().map_err(|source| BpfError::LoadObject { object: OBJECT, source })?;
         let dup = |map: &libbpf_rs::MapMut<'_>, name: &'static str| {
             MapHandle::try_from(map).map_err(|source| BpfError::DupMap { map: name, source })
         };
@@ -189,20 +180,10 @@ impl LsmLayer {
             attach(&skel.progs.rauha_file_open, "rauha_file_open")?,
             attach(&skel.progs.rauha_bprm_check, "rauha_bprm_check")?,
             attach(&skel.progs.rauha_task_kill, "rauha_task_kill")?,
-            attach(
-                &skel.progs.rauha_ptrace_access_check,
-                "rauha_ptrace_access_check",
-            )?,
+            attach(&skel.progs.rauha_ptrace_access_check, "rauha_ptrace_access_check")?,
             attach(&skel.progs.rauha_socket_connect, "rauha_socket_connect")?,
         ];
-        Ok(Self {
-            links,
-            zones,
-            sb_zones,
-            comms,
-            zone_ips,
-            zone_flags,
-        })
+        Ok(Self { links, zones, sb_zones, comms, zone_ips, zone_flags })
     }
 
     /// How many LSM programs are attached (five when complete).
@@ -213,12 +194,7 @@ impl LsmLayer {
     /// Registers a zone: tasks in the cgroup2 node `cgroup_id` (and below) belong to `zone_id`.
     pub fn set_zone(&self, cgroup_id: u64, zone_id: u32) -> Result<(), BpfError> {
         nonzero(zone_id)?;
-        update(
-            &self.zones,
-            ZONES_MAP,
-            &cgroup_id.to_ne_bytes(),
-            &zone_id.to_ne_bytes(),
-        )
+        update(&self.zones, ZONES_MAP, &cgroup_id.to_ne_bytes(), &zone_id.to_ne_bytes())
     }
 
     /// Forgets a zone's cgroup.
@@ -230,12 +206,7 @@ impl LsmLayer {
     /// `crate::enforce::bpf::superblock_dev`) as belonging to `zone_id`.
     pub fn set_superblock_zone(&self, dev: u32, zone_id: u32) -> Result<(), BpfError> {
         nonzero(zone_id)?;
-        update(
-            &self.sb_zones,
-            SB_ZONES_MAP,
-            &dev.to_ne_bytes(),
-            &zone_id.to_ne_bytes(),
-        )
+        update(&self.sb_zones, SB_ZONES_MAP, &dev.to_ne_bytes(), &zone_id.to_ne_bytes())
     }
 
     /// Forgets a superblock (its container stopped and the overlay is unmounted).
@@ -259,12 +230,7 @@ impl LsmLayer {
     pub fn set_zone_ip(&self, ip: IpAddr, zone_id: u32) -> Result<(), BpfError> {
         nonzero(zone_id)?;
         let key = AddrKey { addr: addr16(ip) };
-        update(
-            &self.zone_ips,
-            ZONE_IPS_MAP,
-            key.bytes(),
-            &zone_id.to_ne_bytes(),
-        )
+        update(&self.zone_ips, ZONE_IPS_MAP, key.bytes(), &zone_id.to_ne_bytes())
     }
 
     /// Forgets a zone address.
@@ -276,17 +242,8 @@ impl LsmLayer {
     /// Sets a zone's switches (live).
     pub fn set_zone_flags(&self, zone_id: u32, flags: ZoneLsmFlags) -> Result<(), BpfError> {
         nonzero(zone_id)?;
-        let raw = if flags.ptrace_self {
-            ZONE_F_PTRACE_SELF
-        } else {
-            0
-        };
-        update(
-            &self.zone_flags,
-            ZONE_FLAGS_MAP,
-            &zone_id.to_ne_bytes(),
-            &raw.to_ne_bytes(),
-        )
+        let raw = if flags.ptrace_self { ZONE_F_PTRACE_SELF } else { 0 };
+        update(&self.zone_flags, ZONE_FLAGS_MAP, &zone_id.to_ne_bytes(), &raw.to_ne_bytes())
     }
 }
 
@@ -327,14 +284,37 @@ fn probe_inner() -> Result<(), LsmUnavailable> {
         load_trivial_lsm(btf_id as u32).map_err(|errno| LsmUnavailable::LoadRefused { errno })?;
     let _link = attach_lsm_fd(&prog).map_err(|errno| LsmUnavailable::AttachRefused { errno })?;
     // The program (and its link) close when this function returns; it allowed everything.
+    ensure_securityfs();
     let active = std::fs::read_to_string(LSM_LIST)
         .map_err(|source| LsmUnavailable::LsmListUnreadable { source })?;
     if !lsm_list_has_bpf(&active) {
-        return Err(LsmUnavailable::NotInLsmList {
-            active: active.trim().to_owned(),
-        });
+        return Err(LsmUnavailable::NotInLsmList { active: active.trim().to_owned() });
     }
     Ok(())
+}
+
+/// Mounts securityfs at `/sys/kernel/security` when the LSM list is not there (a minimal host
+/// or container that never mounted it), as systemd would at boot. A failure is left for the
+/// read of the list to report.
+fn ensure_securityfs() {
+    if Path::new(LSM_LIST).exists() {
+        return;
+    }
+    let target = Path::new(SECURITYFS);
+    match rustix::mount::mount(
+        "securityfs",
+        target,
+        "securityfs",
+        rustix::mount::MountFlags::NOSUID
+            | rustix::mount::MountFlags::NODEV
+            | rustix::mount::MountFlags::NOEXEC,
+        None::<&CStr>,
+    ) {
+        Ok(()) => {
+            tracing::info!(path = SECURITYFS, "mounted securityfs to read the active lsm list")
+        }
+        Err(error) => tracing::warn!(path = SECURITYFS, %error, "mount securityfs"),
+    }
 }
 
 /// `lsm` is a comma-separated list such as `lockdown,capability,landlock,bpf`.
@@ -386,12 +366,7 @@ fn attach_lsm_fd(prog: &OwnedFd) -> Result<OwnedFd, i32> {
     // SAFETY: `prog` is a valid program fd for the duration of the call; a null opts pointer
     // asks for defaults.
     let fd = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog.as_raw_fd(),
-            0,
-            libbpf_sys::BPF_LSM_MAC,
-            std::ptr::null(),
-        )
+        libbpf_sys::bpf_link_create(prog.as_raw_fd(), 0, libbpf_sys::BPF_LSM_MAC, std::ptr::null())
     };
     if fd < 0 {
         return Err(-fd);
@@ -421,10 +396,7 @@ mod tests {
         if unsafe { libc::geteuid() } == 0 {
             return true;
         }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: the lsm tests need root"
-        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: the lsm tests need root");
         eprintln!("skipped: needs root");
         false
     }
@@ -453,14 +425,9 @@ mod tests {
         // CO-RE: libbpf relocates every program against the running kernel's BTF before it
         // loads any of them. Each program has relocations, all resolved, none poisoned.
         for prog in PROGRAMS {
-            let relos: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains(&format!("prog '{prog}': relo #")))
-                .collect();
-            assert!(
-                !relos.is_empty(),
-                "no co-re relocations logged for {prog}:\n{log}"
-            );
+            let relos: Vec<&str> =
+                log.lines().filter(|l| l.contains(&format!("prog '{prog}': relo #"))).collect();
+            assert!(!relos.is_empty(), "no co-re relocations logged for {prog}:\n{log}");
             assert!(
                 relos.iter().any(|l| l.contains("patched insn")),
                 "{prog}: no instruction patched:\n{}",
@@ -486,11 +453,7 @@ mod tests {
             Err(BpfError::LoadObject { source, .. }) => {
                 // This machine: the kernel refuses BPF_PROG_LOAD for LSM programs. It must be
                 // that refusal, at the first program load, after relocation succeeded.
-                assert_eq!(
-                    source.kind(),
-                    libbpf_rs::ErrorKind::PermissionDenied,
-                    "{source:#}"
-                );
+                assert_eq!(source.kind(), libbpf_rs::ErrorKind::PermissionDenied, "{source:#}");
                 let refusal = log
                     .lines()
                     .find(|l| l.contains("BPF program load failed"))
@@ -523,10 +486,7 @@ mod tests {
                 eprintln!("bpf lsm unavailable: {reason}");
                 assert!(!expect_available, "bpf lsm expected: {reason}");
                 if let LsmUnavailable::LoadRefused { errno } = reason {
-                    assert!(
-                        errno == libc::EPERM || errno == libc::EINVAL,
-                        "errno {errno}"
-                    );
+                    assert!(errno == libc::EPERM || errno == libc::EINVAL, "errno {errno}");
                 }
             }
         }
@@ -544,10 +504,8 @@ mod tests {
         let text = LsmUnavailable::LoadRefused { errno: libc::EPERM }.to_string();
         assert!(text.starts_with("kernel refused to load a bpf lsm program"));
         assert!(text.contains("not permitted"));
-        let text = LsmUnavailable::NotInLsmList {
-            active: "capability,landlock".into(),
-        }
-        .to_string();
+        let text =
+            LsmUnavailable::NotInLsmList { active: "capability,landlock".into() }.to_string();
         assert!(text.contains("lsm=...,bpf"));
     }
 }

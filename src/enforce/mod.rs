@@ -5,5 +5,6 @@
 pub mod bpf;
 pub mod bpf_abi;
 pub mod bpf_events;
+pub mod bpf_policy;
 pub mod cgroup_bpf;
 pub mod lsm;

@@ -45,6 +45,19 @@ pub struct DaemonInfo {
     pub cgroup_layout: String,
     pub root_dir: String,
     pub zone_count: u32,
+    /// The optional kernel enforcement layers and whether this kernel runs them.
+    pub enforcement: Vec<EnforcementLayer>,
+}
+
+/// One kernel enforcement layer as the daemon found it at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforcementLayer {
+    /// "cgroup-bpf" or "lsm".
+    pub name: String,
+    /// Whether it enforces.
+    pub active: bool,
+    /// Why not, when it does not ("" when active).
+    pub reason: String,
 }
 
 /// `zone create`.
