@@ -72,10 +72,7 @@ impl TestCgroup {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = root.join(format!("rauha-test-bpf-{}-{n}", std::process::id()));
         std::fs::create_dir(&path).unwrap();
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))
-            .unwrap();
+        let procs = OpenOptions::new().write(true).open(path.join("cgroup.procs")).unwrap();
         Self { path, procs }
     }
 
@@ -140,9 +137,7 @@ impl Drop for TestCgroup {
 }
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(255)
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(255)
 }
 
 /// Child body: open `path` with `flags`; 0 or the errno.
@@ -161,9 +156,8 @@ fn recv_event(rx: &mpsc::Receiver<DenyEvent>, hook: Hook) -> DenyEvent {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let ev = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no {hook:?} deny event within 5 s"));
+        let ev =
+            rx.recv_timeout(left).unwrap_or_else(|_| panic!("no {hook:?} deny event within 5 s"));
         if ev.hook == hook {
             return ev;
         }
@@ -214,12 +208,7 @@ fn device_allow_list_denies_unlisted_and_updates_live() {
     assert_eq!(progs.attached_programs(), 6);
 
     // Built-in devices work, through a real exec as a container would do it.
-    let out = z
-        .cgroup
-        .command("busybox")
-        .args(["head", "-c1", "/dev/zero"])
-        .output()
-        .unwrap();
+    let out = z.cgroup.command("busybox").args(["head", "-c1", "/dev/zero"]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, [0]);
     let zero = CString::new("/dev/zero").unwrap();
@@ -228,33 +217,14 @@ fn device_allow_list_denies_unlisted_and_updates_live() {
     assert_eq!(z.cgroup.run(|| open_errno(&null, libc::O_RDWR)), 0);
 
     // An unlisted device: EPERM, and a deny event with the zone id.
-    assert_eq!(
-        z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)),
-        libc::EPERM
-    );
-    let out = z
-        .cgroup
-        .command("busybox")
-        .args(["cat"])
-        .arg(node.to_str().unwrap())
-        .output()
-        .unwrap();
+    assert_eq!(z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)), libc::EPERM);
+    let out =
+        z.cgroup.command("busybox").args(["cat"]).arg(node.to_str().unwrap()).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
-        "{out:?}"
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"), "{out:?}");
     let ev = recv_event(&z.rx, Hook::Device);
     assert_eq!(ev.zone_id, z.id);
-    assert!(matches!(
-        ev.target,
-        DenyTarget::Device {
-            block: false,
-            major: 1,
-            minor: 11,
-            ..
-        }
-    ));
+    assert!(matches!(ev.target, DenyTarget::Device { block: false, major: 1, minor: 11, .. }));
     // The host (outside the cgroup) is not affected.
     assert_eq!(open_errno(&node, libc::O_RDONLY), 0);
 
@@ -270,17 +240,11 @@ fn device_allow_list_denies_unlisted_and_updates_live() {
         }])
         .unwrap();
     assert_eq!(z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)), 0);
-    assert_eq!(
-        z.cgroup.run(|| open_errno(&node, libc::O_WRONLY)),
-        libc::EPERM
-    );
+    assert_eq!(z.cgroup.run(|| open_errno(&node, libc::O_WRONLY)), libc::EPERM);
 
     // Revoked again.
     progs.update_devices(&[]).unwrap();
-    assert_eq!(
-        z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)),
-        libc::EPERM
-    );
+    assert_eq!(z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)), libc::EPERM);
 
     // Dropping the programs detaches them.
     drop(progs);
@@ -317,17 +281,10 @@ fn deny_events_are_rate_limited_per_zone() {
         burst.len()
     );
     // The next event reports how many were dropped.
-    assert_eq!(
-        z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)),
-        libc::EPERM
-    );
+    assert_eq!(z.cgroup.run(|| open_errno(&node, libc::O_RDONLY)), libc::EPERM);
     let ev = recv_event(&z.rx, Hook::Device);
     assert_eq!(ev.zone_id, z.id);
-    assert_eq!(
-        ev.suppressed,
-        TRIES - burst.len() as u64,
-        "suppressed count"
-    );
+    assert_eq!(ev.suppressed, TRIES - burst.len() as u64, "suppressed count");
 }
 
 #[test]
@@ -371,16 +328,8 @@ fn sysctl_writes_denied_reads_allowed() {
     assert_eq!(code, libc::EPERM, "sysctl write must fail with EPERM");
     let ev = recv_event(&z.rx, Hook::Sysctl);
     assert_eq!(ev.zone_id, z.id);
-    assert_eq!(
-        ev.target,
-        DenyTarget::Sysctl {
-            name: "kernel/hostname".into()
-        }
-    );
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
-        host_name_before
-    );
+    assert_eq!(ev.target, DenyTarget::Sysctl { name: "kernel/hostname".into() });
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host_name_before);
 }
 
 /// Runs `f` on a thread inside a fresh network namespace with loopback up and the test
@@ -389,10 +338,7 @@ fn in_test_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
     std::thread::spawn(move || {
         // SAFETY: unshare(CLONE_NEWNET) affects only this thread, which no one else uses.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(format!(
-                "unshare netns: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("unshare netns: {}", std::io::Error::last_os_error()));
         }
         // `ip` runs as a child of this thread and so inside the new namespace. The dummy
         // driver may be absent (no modules), so the addresses go on lo, which is ours here.
@@ -402,10 +348,8 @@ fn in_test_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
             &["addr", "add", "10.203.1.1/24", "dev", "lo"],
             &["-6", "addr", "add", "fd00:203::1/64", "dev", "lo", "nodad"],
         ] {
-            let status = Command::new("ip")
-                .args(args)
-                .status()
-                .map_err(|e| format!("run ip: {e}"))?;
+            let status =
+                Command::new("ip").args(args).status().map_err(|e| format!("run ip: {e}"))?;
             if !status.success() {
                 return Err(format!("ip {args:?} failed"));
             }
@@ -442,11 +386,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 
 /// Child body: TCP connect (or UDP sendto when `udp`); 0 or the errno.
 fn net_errno(family: i32, ss: &libc::sockaddr_storage, len: libc::socklen_t, udp: bool) -> i32 {
-    let ty = if udp {
-        libc::SOCK_DGRAM
-    } else {
-        libc::SOCK_STREAM
-    };
+    let ty = if udp { libc::SOCK_DGRAM } else { libc::SOCK_STREAM };
     // SAFETY: plain syscalls; `ss` is a valid sockaddr of `len` bytes.
     unsafe {
         let fd = libc::socket(family, ty, 0);
@@ -467,21 +407,13 @@ fn net_errno(family: i32, ss: &libc::sockaddr_storage, len: libc::socklen_t, udp
 
 fn try_net(cg: &TestCgroup, addr: &str, udp: bool) -> i32 {
     let addr: SocketAddr = addr.parse().unwrap();
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     let (ss, len) = sockaddr(addr);
     cg.run(|| net_errno(family, &ss, len, udp))
 }
 
 fn rule(net: &str, prefix_len: u8, port: Option<u16>) -> EgressRule {
-    EgressRule {
-        addr: net.parse().unwrap(),
-        prefix_len,
-        port,
-    }
+    EgressRule { addr: net.parse().unwrap(), prefix_len, port }
 }
 
 #[test]
@@ -513,32 +445,12 @@ fn egress_allow_list_connect_and_sendmsg() {
         )
         .unwrap();
         let cg = &z.cgroup;
-        assert_eq!(
-            try_net(cg, "10.203.0.1:8080", false),
-            0,
-            "allowed prefix+port"
-        );
-        assert_eq!(
-            try_net(cg, "10.203.0.1:8081", false),
-            libc::EPERM,
-            "wrong port"
-        );
-        assert_eq!(
-            try_net(cg, "10.203.1.1:9090", false),
-            libc::EPERM,
-            "other net"
-        );
+        assert_eq!(try_net(cg, "10.203.0.1:8080", false), 0, "allowed prefix+port");
+        assert_eq!(try_net(cg, "10.203.0.1:8081", false), libc::EPERM, "wrong port");
+        assert_eq!(try_net(cg, "10.203.1.1:9090", false), libc::EPERM, "other net");
         assert_eq!(try_net(cg, "127.0.0.1:7070", false), 0, "loopback always");
-        assert_eq!(
-            try_net(cg, "10.203.1.1:9999", true),
-            libc::EPERM,
-            "udp sendto"
-        );
-        assert_eq!(
-            try_net(cg, "[fd00:203::1]:8080", false),
-            libc::EPERM,
-            "ipv6"
-        );
+        assert_eq!(try_net(cg, "10.203.1.1:9999", true), libc::EPERM, "udp sendto");
+        assert_eq!(try_net(cg, "[fd00:203::1]:8080", false), libc::EPERM, "ipv6");
         // IPv4-mapped through an IPv6 socket meets the IPv4 rules.
         assert_eq!(try_net(cg, "[::ffff:10.203.1.1]:9090", false), libc::EPERM);
         assert_eq!(try_net(cg, "[::ffff:10.203.0.1]:8080", false), 0);
@@ -546,10 +458,7 @@ fn egress_allow_list_connect_and_sendmsg() {
         assert_eq!(ev.zone_id, z.id);
         assert_eq!(
             ev.target,
-            DenyTarget::Address {
-                addr: "10.203.0.1:8081".parse().unwrap(),
-                zone: None
-            }
+            DenyTarget::Address { addr: "10.203.0.1:8081".parse().unwrap(), zone: None }
         );
         let ev = recv_event(&z.rx, Hook::Sendmsg4);
         assert_eq!(ev.zone_id, z.id);
@@ -567,18 +476,11 @@ fn egress_allow_list_connect_and_sendmsg() {
         // Live flip: only 10.203.1.0/24 (any port) and fd00:203::/64 port 8080.
         progs
             .update_network(
-                &[
-                    rule("10.203.1.0", 24, None),
-                    rule("fd00:203::", 64, Some(8080)),
-                ],
+                &[rule("10.203.1.0", 24, None), rule("fd00:203::", 64, Some(8080))],
                 &[],
             )
             .unwrap();
-        assert_eq!(
-            try_net(cg, "10.203.0.1:8080", false),
-            libc::EPERM,
-            "revoked"
-        );
+        assert_eq!(try_net(cg, "10.203.0.1:8080", false), libc::EPERM, "revoked");
         assert_eq!(try_net(cg, "10.203.1.1:9090", false), 0, "granted");
         assert_eq!(try_net(cg, "10.203.1.1:9999", true), 0, "granted udp");
         assert_eq!(try_net(cg, "[fd00:203::1]:8080", false), 0, "ipv6 granted");
@@ -600,18 +502,12 @@ fn attach_and_policy_apply_latency() {
         return;
     };
     let z = zone(&root);
-    let egress_a: Vec<EgressRule> = (0..16)
-        .map(|i| rule(&format!("10.{i}.0.0"), 16, Some(443)))
-        .collect();
-    let egress_b: Vec<EgressRule> = (8..24)
-        .map(|i| rule(&format!("10.{i}.0.0"), 16, None))
-        .collect();
-    let peers_a: Vec<IpAddr> = (1..9)
-        .map(|i| format!("10.89.0.{i}").parse().unwrap())
-        .collect();
-    let peers_b: Vec<IpAddr> = (5..13)
-        .map(|i| format!("10.89.0.{i}").parse().unwrap())
-        .collect();
+    let egress_a: Vec<EgressRule> =
+        (0..16).map(|i| rule(&format!("10.{i}.0.0"), 16, Some(443))).collect();
+    let egress_b: Vec<EgressRule> =
+        (8..24).map(|i| rule(&format!("10.{i}.0.0"), 16, None)).collect();
+    let peers_a: Vec<IpAddr> = (1..9).map(|i| format!("10.89.0.{i}").parse().unwrap()).collect();
+    let peers_b: Vec<IpAddr> = (5..13).map(|i| format!("10.89.0.{i}").parse().unwrap()).collect();
     let devices = [DeviceRule {
         kind: DeviceKind::Char,
         major: 10,
@@ -637,9 +533,7 @@ fn attach_and_policy_apply_latency() {
         let loaded = LoadedZonePrograms::load(&z.events).unwrap();
         load_times.push(start.elapsed());
         let start = Instant::now();
-        let progs = loaded
-            .attach(z.id, &cg.path, &devices, &egress_a, &peers_a)
-            .unwrap();
+        let progs = loaded.attach(z.id, &cg.path, &devices, &egress_a, &peers_a).unwrap();
         warm_attach_times.push(start.elapsed());
         assert_eq!(progs.attached_programs(), 6);
     }
@@ -650,18 +544,13 @@ fn attach_and_policy_apply_latency() {
     let mut net_times = Vec::new();
     let mut dev_times = Vec::new();
     for i in 0..50 {
-        let (egress, peers) = if i % 2 == 0 {
-            (&egress_b, &peers_b)
-        } else {
-            (&egress_a, &peers_a)
-        };
+        let (egress, peers) =
+            if i % 2 == 0 { (&egress_b, &peers_b) } else { (&egress_a, &peers_a) };
         let start = Instant::now();
         progs.update_network(egress, peers).unwrap();
         net_times.push(start.elapsed());
         let start = Instant::now();
-        progs
-            .update_devices(if i % 2 == 0 { &devices[..] } else { &[] })
-            .unwrap();
+        progs.update_devices(if i % 2 == 0 { &devices[..] } else { &[] }).unwrap();
         dev_times.push(start.elapsed());
     }
     let attach = median(attach_times);
@@ -675,8 +564,5 @@ fn attach_and_policy_apply_latency() {
          update_network (16 egress + 8 peers replaced by a half-overlapping set: 16 deletes + 16 inserts) \
          median {net:?}; update_devices (1 entry) median {dev:?}"
     );
-    assert!(
-        net + dev < Duration::from_millis(5),
-        "policy apply target < 5 ms"
-    );
+    assert!(net + dev < Duration::from_millis(5), "policy apply target < 5 ms");
 }
