@@ -12,26 +12,21 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+mod measure;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_compat::Compat;
 use harness::TestDaemon;
+use measure::{ms, percentile};
 use rauha::enforce::bpf_events::EventMaps;
 use rauha::enforce::cgroup_bpf::{EgressRule, LoadedZonePrograms, ZoneCgroupPrograms};
 use rauha::rpc::{self, ZoneCreateRequest};
 
 const SAMPLES: usize = 60;
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[index]
-}
-
 fn row(name: &str, samples: &mut [Duration], note: &str) {
-    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
     let median = percentile(samples, 0.5);
     let p95 = percentile(samples, 0.95);
     println!("| {name} | {} | {} | {} | {note} |", samples.len(), ms(median), ms(p95));
