@@ -8,6 +8,8 @@ pub mod backend;
 pub mod cli;
 pub mod container;
 pub mod daemon;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod image;
 pub mod net;
 pub mod rpc;

@@ -145,6 +145,7 @@ impl Daemon {
         if request.image.is_empty() {
             return Err(invalid("image: a reference is required".to_owned()));
         }
+        super::zones::check_zone_name(&request.zone)?;
         let zone = self.registry().get(&request.zone)?.clone();
         if zone.state != ZoneState::Ready {
             return Err(RequestError::ZoneDeleting { zone: zone.name });
@@ -552,6 +553,9 @@ impl Daemon {
     }
 
     pub fn list_containers(&self, zone: Option<&str>) -> Result<Vec<ContainerInfo>, RequestError> {
+        if let Some(name) = zone {
+            super::zones::check_zone_name(name)?;
+        }
         let zone_id = zone.map(|name| self.registry().get(name).map(|z| z.id)).transpose()?;
         let mut containers: Vec<Container> = self
             .containers()
@@ -625,7 +629,7 @@ impl Daemon {
     }
 
     /// Hand over the fds parked under `ticket`, once.
-    pub(super) fn claim_fds(&self, ticket: Ticket) -> Result<Vec<OwnedFd>, String> {
+    pub(crate) fn claim_fds(&self, ticket: Ticket) -> Result<Vec<OwnedFd>, String> {
         let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         match tickets.remove(&ticket.0) {
             Some((at, fds)) if at.elapsed() < TICKET_LIFETIME => Ok(fds),
