@@ -663,7 +663,16 @@ impl Daemon {
             .get_by_id(container.zone_id)
             .map(|z| z.name.clone())
             .unwrap_or_default();
-        if exit.oom_killed {
+        let (oom_killed, code) = (exit.oom_killed, exit.code);
+        container.state = ContainerState::Stopped;
+        container.pid = 0;
+        container.exit = Some(exit);
+        if let Err(error) = self.save_container(container.clone()) {
+            tracing::error!(%error, container = %container.name, "persist container exit");
+        }
+        // Published after the record changed, so a watcher that reads the container on this
+        // event sees it Stopped.
+        if oom_killed {
             self.events.publish(
                 &zone,
                 "container.oom",
@@ -673,14 +682,8 @@ impl Daemon {
         self.events.publish(
             &zone,
             "container.exited",
-            format!("container {} exited with code {}", container.name, exit.code),
+            format!("container {} exited with code {code}", container.name),
         );
-        container.state = ContainerState::Stopped;
-        container.pid = 0;
-        container.exit = Some(exit);
-        if let Err(error) = self.save_container(container.clone()) {
-            tracing::error!(%error, container = %container.name, "persist container exit");
-        }
         if container.auto_remove {
             self.removed.lock().unwrap_or_else(|e| e.into_inner()).insert(id, container.clone());
             if let Err(error) = self.remove_container(&container) {

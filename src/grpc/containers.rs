@@ -157,9 +157,7 @@ impl ContainerService for ContainerApi {
         let start = match inbound.message().await? {
             Some(AttachRequest { message: Some(attach_request::Message::Start(start)) }) => start,
             _ => {
-                return Err(Status::invalid_argument(
-                    "the first Attach message must be `start`",
-                ));
+                return Err(Status::invalid_argument("the first Attach message must be `start`"));
             }
         };
         let id = container_id("start.container_id", &start.container_id)?;

@@ -84,7 +84,8 @@ pub(super) async fn exec_captured(
             .as_bytes(),
         );
     }
-    let mut response = Response::new(ExecInContainerResponse { exit_code, stdout: stdout.0, stderr });
+    let mut response =
+        Response::new(ExecInContainerResponse { exit_code, stdout: stdout.0, stderr });
     if !truncated.is_empty()
         && let Ok(value) = MetadataValue::try_from(truncated.join(","))
     {
@@ -269,7 +270,11 @@ fn spawn_thread(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), 
 
 /// Copy one output fd into chunks until its end. A PTY master reads EIO once the last slave
 /// closes: that is its end, not a failure.
-fn relay_output(fd: OwnedFd, make: fn(Vec<u8>) -> Outbound, chunks: &std::sync::mpsc::Sender<Chunk>) {
+fn relay_output(
+    fd: OwnedFd,
+    make: fn(Vec<u8>) -> Outbound,
+    chunks: &std::sync::mpsc::Sender<Chunk>,
+) {
     let mut buffer = vec![0u8; CHUNK];
     loop {
         match rustix::io::read(&fd, &mut buffer) {

@@ -39,7 +39,10 @@ impl ImageService for ImageApi {
         let pipe = blocking(&self.daemon, move |d| {
             let ticket = d.pull_image(reference.clone(), None).map_err(ApiError::from)?;
             let mut fds = d.claim_fds(ticket).map_err(|reason| {
-                ApiError::new(ErrorKind::Internal, format!("pull {reference}: claim progress: {reason}"))
+                ApiError::new(
+                    ErrorKind::Internal,
+                    format!("pull {reference}: claim progress: {reason}"),
+                )
             })?;
             fds.pop().ok_or_else(|| {
                 ApiError::new(ErrorKind::Internal, format!("pull {reference}: no progress pipe"))
@@ -101,9 +104,8 @@ fn relay_pull(pipe: std::os::fd::OwnedFd, sender: &mpsc::Sender<Result<PullProgr
         let line = match line {
             Ok(line) => line,
             Err(error) => {
-                let _ = sender.blocking_send(Err(Status::internal(format!(
-                    "pull: read progress: {error}"
-                ))));
+                let _ = sender
+                    .blocking_send(Err(Status::internal(format!("pull: read progress: {error}"))));
                 return;
             }
         };
@@ -137,7 +139,6 @@ fn relay_pull(pipe: std::os::fd::OwnedFd, sender: &mpsc::Sender<Result<PullProgr
             return;
         }
     }
-    let _ = sender.blocking_send(Err(Status::internal(
-        "pull: the progress pipe closed without a result",
-    )));
+    let _ = sender
+        .blocking_send(Err(Status::internal("pull: the progress pipe closed without a result")));
 }

@@ -55,7 +55,10 @@ pub(super) async fn stream(
 fn open(daemon: &Daemon, id: &str) -> Result<Vec<Reader>, ApiError> {
     let ticket = daemon.container_logs(id).map_err(ApiError::from)?;
     let fds = daemon.claim_fds(ticket).map_err(|reason| {
-        ApiError::new(ErrorKind::Internal, format!("claim the log files of container {id}: {reason}"))
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("claim the log files of container {id}: {reason}"),
+        )
     })?;
     Ok(fds.into_iter().map(Reader::new).collect())
 }

@@ -138,7 +138,10 @@ mod tests {
         let id = "6f1c1a6e-2f53-4b5e-9a56-0d8e7f3b9c21";
         assert_eq!(container_id("container_id", id).unwrap(), id);
         for bad in ["", "web", "6f1c1a6e", "6f1c1a6e-2f53-4b5e-9a56-0d8e7f3b9c2z"] {
-            assert_eq!(container_id("container_id", bad).unwrap_err().code(), Code::InvalidArgument);
+            assert_eq!(
+                container_id("container_id", bad).unwrap_err().code(),
+                Code::InvalidArgument
+            );
         }
     }
 

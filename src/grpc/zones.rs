@@ -87,7 +87,8 @@ impl ZoneService for ZoneApi {
         &self,
         _: Request<ListZonesRequest>,
     ) -> Result<Response<ListZonesResponse>, Status> {
-        let zones = blocking(&self.daemon, |d| Ok::<_, crate::rpc::ApiError>(d.list_zones())).await?;
+        let zones =
+            blocking(&self.daemon, |d| Ok::<_, crate::rpc::ApiError>(d.list_zones())).await?;
         Ok(Response::new(ListZonesResponse { zones: zones.into_iter().map(zone_info).collect() }))
     }
 
@@ -153,10 +154,8 @@ impl ZoneService for ZoneApi {
         let (history, receiver) = blocking(&self.daemon, move |d| d.follow_events(zone)).await?;
         // History first, then new events; a client that goes away drops the receiver, and the
         // bus forgets the follower at its next publish.
-        let events = futures::stream::iter(history)
-            .chain(receiver)
-            .map(|event| Ok(zone_event(event)));
+        let events =
+            futures::stream::iter(history).chain(receiver).map(|event| Ok(zone_event(event)));
         Ok(Response::new(Box::pin(events)))
     }
 }
-
