@@ -225,12 +225,15 @@ pub(super) async fn exec_stream(
     Ok(ReceiverStream::new(receiver))
 }
 
+/// An output fd and the message its bytes travel in.
+type Output = (OwnedFd, fn(Vec<u8>) -> Outbound);
+
 /// The client's side of the exec's stdio, as the daemon handed it over.
 struct Stdio {
     stdin: Option<OwnedFd>,
     /// With a TTY: the PTY master (input and resizes go to it).
     master: Option<OwnedFd>,
-    outputs: Vec<(OwnedFd, fn(Vec<u8>) -> Outbound)>,
+    outputs: Vec<Output>,
     readers: usize,
 }
 
