@@ -130,6 +130,7 @@ impl super::Daemon {
     /// The events of `zone` (or all) in-process: recent history, and a receiver of new events
     /// taken atomically with it. The gRPC facade streams these; `events_stream` is the same
     /// bus behind a pipe.
+    #[cfg(feature = "grpc")]
     pub(crate) fn follow_events(
         &self,
         zone: Option<String>,
