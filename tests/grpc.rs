@@ -377,9 +377,10 @@ fn containers_lifecycle_logs_and_status_codes() {
     // An echo container: Stopped as soon as its exit is announced.
     let mut echo = request("z", "busybox");
     echo.name = "echo".to_owned();
-    echo.command = ["sh", "-c", "echo hello $WHO in $(pwd); echo oops >&2; echo bye"]
-        .map(str::to_owned)
-        .to_vec();
+    echo.command =
+        ["sh", "-c", "echo hello $WHO in $(pwd); sleep 0.2; echo oops >&2; sleep 0.2; echo bye"]
+            .map(str::to_owned)
+            .to_vec();
     echo.env.insert("WHO".to_owned(), "grpc".to_owned());
     echo.working_dir = "/tmp".to_owned();
     let created =
@@ -443,6 +444,7 @@ fn containers_lifecycle_logs_and_status_codes() {
             entries
         })
     };
+    // Separate pipes: the sleeps in the command make the order across streams definite.
     let entries = collect(logs(&id, 0, false));
     let lines: Vec<(&str, &str)> =
         entries.iter().map(|e| (e.source.as_str(), e.line.as_str())).collect();

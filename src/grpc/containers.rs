@@ -53,8 +53,9 @@ impl ContainerService for ContainerApi {
             command: request.command,
             env: env_list(request.env, "env")?,
             working_dir: request.working_dir,
-            user: String::new(),
-            auto_remove: false,
+            // The contract's CreateContainerRequest has no user, removal or port fields: the
+            // image's user, kept after exit, nothing published.
+            ..ContainerCreateRequest::default()
         };
         let info = blocking(&self.daemon, move |d| d.create_container(request)).await?;
         Ok(Response::new(CreateContainerResponse {
