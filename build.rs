@@ -10,6 +10,7 @@
 //! Needs clang with the BPF target. `bpf/vmlinux.h` is committed (generated once with
 //! `bpftool btf dump file /sys/kernel/btf/vmlinux format c`), so the build needs no bpftool and
 //! no kernel headers; the libbpf headers (`bpf/bpf_helpers.h` …) come from libbpf-sys.
+//! - With the `grpc` feature, the gRPC code generated from `proto/`.
 
 use std::env;
 use std::ffi::OsStr;
@@ -26,6 +27,26 @@ const CGROUP_ZONE_OBJECT: &str = "cgroup_zone";
 fn main() {
     git_revision();
     compile_bpf();
+    #[cfg(feature = "grpc")]
+    compile_protos();
+}
+
+/// Generate the prost messages and tonic server and client of the `rauha.*.v1` packages. Only
+/// with the feature: without it nothing of tonic or prost is built, and protoc is not needed.
+#[cfg(feature = "grpc")]
+fn compile_protos() {
+    const PROTOS: [&str; 3] = [
+        "proto/rauha/zone/v1/zone.proto",
+        "proto/rauha/container/v1/container.proto",
+        "proto/rauha/image/v1/image.proto",
+    ];
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    // A build script reports failure by panicking; the message names protoc, the usual cause.
+    if let Err(error) = tonic_prost_build::configure().compile_protos(&PROTOS, &["proto"]) {
+        panic!("compile proto/ (needs protoc from Debian's protobuf-compiler): {error}");
+    }
 }
 
 /// Sets RAUHA_GIT_REVISION for `rauha --version`.

@@ -9,3 +9,12 @@ cargo build --locked --all-targets
 RAUHA_STATIC_BINARY=$(packaging/build-static.sh)
 export RAUHA_STATIC_BINARY
 cargo test --locked
+# Without the grpc feature nothing of tonic, prost or h2 may be compiled (issue 7).
+if grpc_deps=$(cargo tree --locked -e normal --no-default-features --prefix none \
+        | grep -E '^(tonic|tonic-[a-z-]+|prost|prost-[a-z-]+|h2|axum) v' | sort -u) \
+        && [ -n "$grpc_deps" ]; then
+    echo "test: the build without --features grpc pulls in: $grpc_deps" >&2
+    exit 1
+fi
+# The gRPC facade: one more build of the library and this test binary with the feature.
+cargo test --locked --features grpc --test grpc

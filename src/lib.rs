@@ -9,6 +9,8 @@ pub mod cli;
 pub mod container;
 pub mod daemon;
 pub mod enforce;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod image;
 pub mod net;
 pub mod rpc;

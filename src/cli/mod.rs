@@ -5,7 +5,7 @@ mod container;
 mod events;
 mod exec;
 mod image;
-mod logs;
+pub(crate) mod logs;
 mod output;
 mod zone;
 

@@ -128,6 +128,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// Change a container's record in place, under the container lock from read to write, so
+    /// that concurrent changes (a start's reply and the exit event of a command that ends at
+    /// once) never overwrite each other's fields. None if the container is gone.
+    fn update_container(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Container),
+    ) -> Result<Option<Container>, RequestError> {
+        let mut containers = self.containers();
+        let Some(mut next) = containers.get(&id).cloned() else { return Ok(None) };
+        change(&mut next);
+        self.store.put_container(&next)?;
+        containers.insert(id, next.clone());
+        drop(containers);
+        self.container_changed.notify_all();
+        Ok(Some(next))
+    }
+
     /// Containers of one zone.
     pub(super) fn zone_containers(&self, zone_id: Uuid) -> Vec<Container> {
         self.containers().values().filter(|c| c.zone_id == zone_id).cloned().collect()
@@ -145,6 +163,7 @@ impl Daemon {
         if request.image.is_empty() {
             return Err(invalid("image: a reference is required".to_owned()));
         }
+        super::zones::check_zone_name(&request.zone)?;
         let zone = self.registry().get(&request.zone)?.clone();
         if zone.state != ZoneState::Ready {
             return Err(RequestError::ZoneDeleting { zone: zone.name });
@@ -389,12 +408,15 @@ impl Daemon {
         let started = shim.call(&ShimRequest::Start { id: container.id.to_string() });
         // The exit event may have landed already (a command that ends at once): never move a
         // stopped container back to running.
-        let mut current = self.containers().get(&container.id).cloned().unwrap_or(container);
-        current.started_at = Some(Timestamp::now());
-        if current.state == ContainerState::Created && started.is_ok() {
-            current.state = ContainerState::Running;
-        }
-        self.save_container(current.clone())?;
+        let started_ok = started.is_ok();
+        let current = self
+            .update_container(container.id, |current| {
+                current.started_at = Some(Timestamp::now());
+                if current.state == ContainerState::Created && started_ok {
+                    current.state = ContainerState::Running;
+                }
+            })?
+            .unwrap_or(container);
         started?;
         tracing::info!(container = %current.name, "container started");
         self.events.publish(
@@ -552,6 +574,9 @@ impl Daemon {
     }
 
     pub fn list_containers(&self, zone: Option<&str>) -> Result<Vec<ContainerInfo>, RequestError> {
+        if let Some(name) = zone {
+            super::zones::check_zone_name(name)?;
+        }
         let zone_id = zone.map(|name| self.registry().get(name).map(|z| z.id)).transpose()?;
         let mut containers: Vec<Container> = self
             .containers()
@@ -625,7 +650,7 @@ impl Daemon {
     }
 
     /// Hand over the fds parked under `ticket`, once.
-    pub(super) fn claim_fds(&self, ticket: Ticket) -> Result<Vec<OwnedFd>, String> {
+    pub(crate) fn claim_fds(&self, ticket: Ticket) -> Result<Vec<OwnedFd>, String> {
         let mut tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
         match tickets.remove(&ticket.0) {
             Some((at, fds)) if at.elapsed() < TICKET_LIFETIME => Ok(fds),
@@ -659,7 +684,23 @@ impl Daemon {
             .get_by_id(container.zone_id)
             .map(|z| z.name.clone())
             .unwrap_or_default();
-        if exit.oom_killed {
+        let (oom_killed, code) = (exit.oom_killed, exit.code);
+        let stop = |c: &mut Container| {
+            c.state = ContainerState::Stopped;
+            c.pid = 0;
+            c.exit = Some(exit.clone());
+        };
+        match self.update_container(id, stop) {
+            Ok(Some(updated)) => container = updated,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(%error, container = %container.name, "persist container exit");
+                stop(&mut container);
+            }
+        }
+        // Published after the record changed, so a watcher that reads the container on this
+        // event sees it Stopped.
+        if oom_killed {
             self.events.publish(
                 &zone,
                 "container.oom",
@@ -669,14 +710,8 @@ impl Daemon {
         self.events.publish(
             &zone,
             "container.exited",
-            format!("container {} exited with code {}", container.name, exit.code),
+            format!("container {} exited with code {code}", container.name),
         );
-        container.state = ContainerState::Stopped;
-        container.pid = 0;
-        container.exit = Some(exit);
-        if let Err(error) = self.save_container(container.clone()) {
-            tracing::error!(%error, container = %container.name, "persist container exit");
-        }
         if container.auto_remove {
             self.removed.lock().unwrap_or_else(|e| e.into_inner()).insert(id, container.clone());
             if let Err(error) = self.remove_container(&container) {

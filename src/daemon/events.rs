@@ -89,9 +89,7 @@ impl super::Daemon {
         zone: Option<String>,
         follow: bool,
     ) -> Result<crate::rpc::Ticket, super::error::RequestError> {
-        if let Some(zone) = &zone {
-            self.registry().get(zone)?;
-        }
+        self.check_event_zone(zone.as_deref())?;
         let (read, write) =
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
                 super::error::RequestError::Io { path: "pipe".into(), source: e.into() }
@@ -127,6 +125,26 @@ impl super::Daemon {
             source,
         })?;
         Ok(ticket)
+    }
+
+    /// The events of `zone` (or all) in-process: recent history, and a receiver of new events
+    /// taken atomically with it. The gRPC facade streams these; `events_stream` is the same
+    /// bus behind a pipe.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn follow_events(
+        &self,
+        zone: Option<String>,
+    ) -> Result<(Vec<Event>, async_channel::Receiver<Event>), super::error::RequestError> {
+        self.check_event_zone(zone.as_deref())?;
+        Ok(self.events.follow(zone))
+    }
+
+    fn check_event_zone(&self, zone: Option<&str>) -> Result<(), super::error::RequestError> {
+        if let Some(zone) = zone {
+            super::zones::check_zone_name(zone)?;
+            self.registry().get(zone)?;
+        }
+        Ok(())
     }
 }
 

@@ -78,6 +78,20 @@ pub struct DaemonArgs {
     /// (default $RAUHA_REGISTRIES or /etc/rauha/registries.toml; a missing file means defaults)
     #[argh(option)]
     pub registries: Option<PathBuf>,
+    /// serve the gRPC API (API-GRPC.md) on ADDR too: IP:PORT on a loopback address
+    /// ([::1]:9876, 127.0.0.1:9876) or unix:PATH; off when not given
+    #[cfg(feature = "grpc")]
+    #[argh(option)]
+    pub grpc_listen: Option<String>,
+    /// file holding a token every gRPC call must present as `authorization: Bearer TOKEN`
+    #[cfg(feature = "grpc")]
+    #[argh(option)]
+    pub grpc_token_file: Option<PathBuf>,
+    /// allow --grpc-listen on a non-loopback address (plaintext: anyone who can reach it can
+    /// drive the daemon)
+    #[cfg(feature = "grpc")]
+    #[argh(switch)]
+    pub grpc_allow_remote: bool,
 }
 
 /// Start-up failures; each stops the daemon with a message naming the step.
@@ -109,6 +123,9 @@ pub enum StartError {
     SocketMode { path: PathBuf, source: std::io::Error },
     #[error("install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[cfg(feature = "grpc")]
+    #[error(transparent)]
+    Grpc(#[from] crate::grpc::GrpcError),
 }
 
 /// Resolved daemon settings.
@@ -121,6 +138,9 @@ pub struct DaemonConfig {
     pub cgroup_parent: String,
     pub registries: PathBuf,
     pub net: crate::net::NetConfig,
+    /// The gRPC facade's settings, when `--grpc-listen` is given.
+    #[cfg(feature = "grpc")]
+    pub grpc: Option<crate::grpc::GrpcConfig>,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -169,7 +189,32 @@ impl DaemonConfig {
         }
         crate::net::ipam::Ipam::new(&net)
             .map_err(|e| StartError::Config(format!("--subnet/--gateway: {e}")))?;
-        Ok(Self { root, run_dir, socket, group, cgroup_parent, registries, net })
+        #[cfg(feature = "grpc")]
+        let grpc = match args.grpc_listen {
+            Some(listen) => Some(crate::grpc::GrpcConfig::resolve(
+                &listen,
+                args.grpc_token_file.as_deref(),
+                args.grpc_allow_remote,
+                group,
+            )?),
+            None if args.grpc_token_file.is_some() || args.grpc_allow_remote => {
+                return Err(StartError::Config(
+                    "--grpc-token-file and --grpc-allow-remote need --grpc-listen".to_owned(),
+                ));
+            }
+            None => None,
+        };
+        Ok(Self {
+            root,
+            run_dir,
+            socket,
+            group,
+            cgroup_parent,
+            registries,
+            net,
+            #[cfg(feature = "grpc")]
+            grpc,
+        })
     }
 }
 
@@ -354,6 +399,12 @@ async fn serve(config: DaemonConfig) -> Result<(), StartError> {
         move || Daemon::start(config)
     })
     .await?;
+    // Bound before the API socket, so a client that sees the daemon ready finds gRPC up too.
+    #[cfg(feature = "grpc")]
+    let _grpc = match config.grpc.clone() {
+        Some(grpc) => Some(crate::grpc::start(Arc::clone(&daemon), grpc)?),
+        None => None,
+    };
     let listener = bind_socket(&config).await?;
     tracing::info!(
         socket = %config.socket.display(),

@@ -115,10 +115,12 @@ impl Daemon {
     }
 
     pub fn get_zone(&self, name: &str) -> Result<ZoneInfo, RequestError> {
+        check_zone_name(name)?;
         Ok(self.info(self.registry().get(name)?))
     }
 
     pub fn delete_zone(&self, name: &str, force: bool) -> Result<(), RequestError> {
+        check_zone_name(name)?;
         let zone = {
             let mut zones = self.registry();
             let mut zone = zones.get(name)?.clone();
@@ -174,6 +176,7 @@ impl Daemon {
         name: &str,
         policy_toml: &str,
     ) -> Result<PolicyApplied, RequestError> {
+        check_zone_name(name)?;
         let mut zones = self.registry();
         // Validate before looking up, so a broken policy reads as such even for an unknown zone.
         let current_type = zones.get(name).map(Zone::zone_type).unwrap_or(ZoneType::NonGlobal);
@@ -284,10 +287,12 @@ impl Daemon {
     }
 
     pub fn policy_toml(&self, name: &str) -> Result<String, RequestError> {
+        check_zone_name(name)?;
         Ok(self.registry().get(name)?.policy.to_toml())
     }
 
     pub fn zone_stats(&self, name: &str) -> Result<ZoneStats, RequestError> {
+        check_zone_name(name)?;
         let zone = self.registry().get(name)?.clone();
         let backend_error = |source| RequestError::Backend { zone: name.to_owned(), source };
         let mut usage = self.backend.zone_usage(&zone).map_err(backend_error)?;
@@ -337,6 +342,13 @@ impl Daemon {
 
 /// The interval of a zone's first CPU reading.
 const FIRST_CPU_SAMPLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A name no zone can have is a bad request, not an unknown zone: validation comes before lookup
+/// (API-GRPC.md), on every path that takes a zone name.
+pub(super) fn check_zone_name(name: &str) -> Result<(), RequestError> {
+    zone::validate_zone_name(name)
+        .map_err(|source| RequestError::InvalidName { name: name.to_owned(), source })
+}
 
 /// RFC 3339 in UTC with millisecond precision, as the API contract writes timestamps.
 pub fn format_timestamp(at: Timestamp) -> String {
