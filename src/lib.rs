@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cli;
 pub mod container;
 pub mod daemon;
+pub mod enforce;
 pub mod image;
 pub mod net;
 pub mod rpc;

@@ -33,6 +33,7 @@ use crate::backend::linux::LinuxBackend;
 use crate::backend::{IsolationBackend, ZoneKernelInfo};
 use crate::container::Container;
 use crate::image::{ImageService, RegistryConfig};
+use crate::shim::protocol::Layer;
 use crate::store::Store;
 use crate::zone::{Zone, ZoneRegistry, ZoneState};
 pub use events::Event;
@@ -77,6 +78,11 @@ pub struct DaemonArgs {
     /// (default $RAUHA_REGISTRIES or /etc/rauha/registries.toml; a missing file means defaults)
     #[argh(option)]
     pub registries: Option<PathBuf>,
+    /// TEST ONLY, never for production: switch off one always-on enforcement layer (seccomp,
+    /// landlock or caps) for every container and exec this daemon starts, so tests can show the
+    /// remaining layers still hold each boundary; repeatable; logged as an error at start
+    #[argh(option)]
+    pub unsafe_disable_layer: Vec<String>,
 }
 
 /// Start-up failures; each stops the daemon with a message naming the step.
@@ -120,6 +126,8 @@ pub struct DaemonConfig {
     pub cgroup_parent: String,
     pub registries: PathBuf,
     pub net: crate::net::NetConfig,
+    /// Enforcement layers switched off (`--unsafe-disable-layer`, test only; empty by default).
+    pub disabled_layers: Vec<Layer>,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -168,7 +176,18 @@ impl DaemonConfig {
         }
         crate::net::ipam::Ipam::new(&net)
             .map_err(|e| StartError::Config(format!("--subnet/--gateway: {e}")))?;
-        Ok(Self { root, run_dir, socket, group, cgroup_parent, registries, net })
+        let mut disabled_layers = Vec::new();
+        for name in &args.unsafe_disable_layer {
+            let layer = Layer::from_name(name).ok_or_else(|| {
+                StartError::Config(format!(
+                    "--unsafe-disable-layer: unknown layer {name:?} (expected seccomp, landlock or caps)"
+                ))
+            })?;
+            if !disabled_layers.contains(&layer) {
+                disabled_layers.push(layer);
+            }
+        }
+        Ok(Self { root, run_dir, socket, group, cgroup_parent, registries, net, disabled_layers })
     }
 }
 
@@ -322,6 +341,13 @@ fn init_logging() {
 }
 
 async fn serve(config: DaemonConfig) -> Result<(), StartError> {
+    for layer in &config.disabled_layers {
+        tracing::error!(
+            %layer,
+            "UNSAFE: enforcement layer {layer} is DISABLED for every container (test-only \
+             --unsafe-disable-layer); zones are NOT fully isolated"
+        );
+    }
     let daemon = smol::unblock({
         let config = config.clone();
         move || Daemon::start(config)
