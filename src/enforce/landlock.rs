@@ -6,7 +6,10 @@
 //! **Rights.** The ruleset handles every filesystem right of the ABI in use, and grants:
 //! - `/` (the rootfs): `EXECUTE | READ_FILE | READ_DIR`;
 //! - each writable path and `/dev/shm`: every right (create, remove, rename across
-//!   directories with `REFER`, truncate, device ioctls);
+//!   directories with `REFER`, truncate, device ioctls) except creating character and block
+//!   device nodes: with `CAP_MKNOD` (in Docker's default set) a container could otherwise
+//!   `mknod` a host disk in `/tmp` and open it; the only device nodes it may use are the ones
+//!   below, so this layer holds the device boundary next to the cgroup device allow-list;
 //! - `/dev/{null,zero,full,random,urandom,tty,ptmx,pts}` and `[devices].allowed`:
 //!   `READ_FILE | WRITE_FILE | TRUNCATE | IOCTL_DEV` (a shell's `> /dev/null` opens with
 //!   `O_TRUNC`; ttys need ioctls); `/dev/ptmx` resolves to `/dev/pts/ptmx`;
@@ -217,6 +220,8 @@ impl PreparedLandlock {
                 .bits()
                 & handled;
 
+        let writable = handled & !(AccessFs::MakeChar | AccessFs::MakeBlock).bits();
+
         let mut unsupported = Vec::new();
         for (need, what) in [
             (1, "filesystem access control (abi 1)"),
@@ -242,9 +247,9 @@ impl PreparedLandlock {
         };
         push("/", read_exec, true)?;
         for p in writable_paths {
-            push(p.as_ref(), handled, true)?;
+            push(p.as_ref(), writable, true)?;
         }
-        push(SHM_DIR, handled, false)?;
+        push(SHM_DIR, writable, false)?;
         for d in STANDARD_DEVICES {
             push(d, device, false)?;
         }
@@ -402,7 +407,8 @@ mod tests {
         assert_eq!(paths[..4], ["/", "/tmp", "/var/log", "/dev/shm"]);
         assert!(paths.contains(&"/dev/null") && paths.contains(&"/dev/fuse"));
         assert_eq!(p.rules[0].access, READ_EXEC);
-        assert_eq!(p.rules[1].access, p.attr.handled_access_fs);
+        let make_dev = (AccessFs::MakeChar | AccessFs::MakeBlock).bits();
+        assert_eq!(p.rules[1].access, p.attr.handled_access_fs & !make_dev);
         assert_eq!(p.attr.scoped, 0b11);
         assert!(p.status().unsupported.is_empty());
         // Device rights are file rights only.
