@@ -35,6 +35,9 @@ pub enum LayersError {
     /// Reading the kernel's last capability failed (needed for the all-capabilities switch).
     #[error(transparent)]
     Caps(#[from] CapsError),
+    /// Reading the shim's own capabilities failed (needed for the all-capabilities switch).
+    #[error("read the shim's capabilities: {0}")]
+    OwnCaps(#[source] std::io::Error),
 }
 
 /// A container's prepared layers, shared by its init and its execs.
@@ -44,8 +47,8 @@ pub struct Layers {
     pub seccomp: SeccompProgram,
     /// The ruleset applied after `pivot_root` (or the disabled one).
     pub landlock: Arc<PreparedLandlock>,
-    /// The capabilities the process keeps: the policy's allow-list, or every capability of the
-    /// kernel when the caps layer is switched off.
+    /// The capabilities the process keeps: the policy's allow-list, or every capability the
+    /// shim itself holds when the caps layer is switched off.
     pub capabilities: Vec<u8>,
     /// Layers switched off for this container.
     pub disabled: Vec<Layer>,
@@ -90,7 +93,12 @@ impl LayerFactory {
             PreparedLandlock::new(abi, Path::new("/"), &writable, &devices)?
         };
         let capabilities = if off(Layer::Caps) {
-            (0..=caps::last_cap()?.min(63)).collect()
+            // Everything the shim may pass on (a host may withhold some from its root).
+            let own = rustix::thread::capabilities(None)
+                .map_err(|e| LayersError::OwnCaps(e.into()))?
+                .permitted
+                .bits();
+            (0..=caps::last_cap()?.min(63)).filter(|c| own & (1 << c) != 0).collect()
         } else {
             spec.capabilities.clone()
         };
