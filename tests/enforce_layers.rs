@@ -245,8 +245,8 @@ mod seccomp_layer {
         let on = seccomp::compile(&[] as &[&str], 0).unwrap();
         let p = on.clone();
         let clone3 = probe_errno(move || match install(&p) {
-            // SAFETY: a null clone_args: EFAULT/EINVAL when allowed, never creates a process.
             Ok(()) => {
+                // SAFETY: a null clone_args: EFAULT/EINVAL when allowed, never creates a process.
                 errno_of(unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 88) })
             }
             Err(f) => -f.errno.raw_os_error(),
