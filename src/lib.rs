@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod image;
 pub mod net;
+pub mod probe;
 pub mod rpc;
 pub mod shim;
 pub mod store;

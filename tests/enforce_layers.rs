@@ -621,3 +621,48 @@ mod both_layers {
         assert!(text(&out).1.contains("Permission denied"), "{:?}", text(&out));
     }
 }
+
+mod probe_role {
+    //! The `rauha probe` role (the attack probes of `zone verify`) run on the host under the
+    //! layers, applied in `pre_exec` as the shim would: every check must report the attack
+    //! denied, and name the mechanism that held.
+
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+
+    use rauha::enforce::landlock::{PreparedLandlock, probe_abi};
+    use rauha::enforce::seccomp::{self, install, kernel_supports_filters};
+
+    use super::common::{KillOnDrop, gate, run_with, text, to_io};
+
+    #[test]
+    fn every_probe_is_denied_under_seccomp_and_landlock() {
+        let abi = probe_abi().unwrap_or(0);
+        if !gate("landlock abi >= 6", abi >= 6) || !gate("seccomp", kernel_supports_filters()) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let rw = tmp.path().to_str().unwrap().to_owned();
+        let ll = Arc::new(PreparedLandlock::new(abi, Path::new("/"), &[rw.as_str()], &[]).unwrap());
+        let sc = seccomp::compile(&[] as &[&str], 0).unwrap();
+        // A process outside the probe's Landlock domain stands in for another zone's.
+        let foreign =
+            KillOnDrop(Command::new("sleep").arg("100").stdout(Stdio::null()).spawn().unwrap());
+        let pid = foreign.0.id().to_string();
+        let out =
+            run_with(env!("CARGO_BIN_EXE_rauha"), &["probe", "--foreign-pid", &pid], move || {
+                ll.apply().map_err(to_io)?;
+                install(&sc).map_err(to_io)
+            })
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        let checks: Vec<serde_json::Value> =
+            stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(checks.len() >= 13, "{stdout}\n{stderr}");
+        for c in &checks {
+            assert_eq!(c["passed"], true, "{c}");
+        }
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+    }
+}
