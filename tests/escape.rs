@@ -5,8 +5,8 @@
 //! boundary (defense in depth) and to record honestly which boundaries a single layer holds
 //! alone. Each configuration writes its matrix to `$CARGO_TARGET_TMPDIR/escape-matrix-*.md`.
 //!
-//! Attacks run from the container's init (`rauha run`) and from an exec session (the shim's
-//! `Exec` request), which must be confined identically.
+//! Attacks run from the container's init (`rauha run`) and from an exec session
+//! (`rauha exec`), which must be confined identically.
 //!
 //! Attribution: the error an attack gets names the mechanism that stopped it first: `EPERM`
 //! (seccomp, or a missing capability), `EACCES` (Landlock; there is no other MAC here),
@@ -15,12 +15,10 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use harness::TestDaemon;
-use rauha::shim::protocol::{ExecSpec, ShimClient, ShimRequest, ShimResponse};
 
 /// An attack: a shell command run in zone `a` whose success means the boundary was crossed.
 /// `$VB` is the host pid of a process in zone `b`, `$VH` of a host process, `$HS` a host file.
@@ -195,46 +193,11 @@ fn inspect(d: &TestDaemon, container: &str) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&text).expect("inspect json")[0].clone()
 }
 
-/// Runs `args` as an exec session in a running container, through the zone's shim (the daemon
-/// has no exec command yet); returns stdout.
+/// Runs `args` as an exec session in a running container (`rauha exec`); returns stdout.
 fn exec_in(d: &TestDaemon, container: &str, args: &[&str]) -> String {
-    let id = inspect(d, container)["id"].as_str().expect("container id").to_owned();
-    let spec = ExecSpec {
-        container_id: id,
-        exec_id: format!("escape-{}", std::process::id()),
-        args: args.iter().map(|a| a.to_string()).collect(),
-        env: vec!["PATH=/bin:/usr/bin:/sbin:/usr/sbin".into()],
-        cwd: "/".into(),
-        uid: 0,
-        gid: 0,
-        additional_gids: vec![],
-        tty: false,
-        tty_size: None,
-        interactive: false,
-    };
-    let shims = d.run_dir.join("shims");
-    let sockets: Vec<PathBuf> = std::fs::read_dir(&shims)
-        .expect("shim dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
-        .collect();
-    for socket in sockets {
-        let mut client = ShimClient::connect(&socket).expect("connect to shim");
-        let (resp, fds) =
-            client.call_with_fds(&ShimRequest::Exec(Box::new(spec.clone()))).expect("exec call");
-        match resp {
-            ShimResponse::ExecStarted { .. } => {
-                let mut fds = fds.into_iter();
-                let mut stdout = std::fs::File::from(fds.next().expect("stdout fd"));
-                let mut out = String::new();
-                stdout.read_to_string(&mut out).expect("read exec stdout");
-                return out;
-            }
-            ShimResponse::Error(_) => continue,
-            other => panic!("unexpected shim reply {other:?}"),
-        }
-    }
-    panic!("no shim knows container {container}");
+    let mut cli = vec!["exec", container, "--"];
+    cli.extend_from_slice(args);
+    d.ok(&cli)
 }
 
 fn host_victim() -> KillOnDrop {
