@@ -26,8 +26,13 @@ pub struct Check {
 
 /// What an errno from an attack says about who stopped it.
 fn held_by(errno: i32, hidden_ok: bool) -> (bool, &'static str) {
+    if errno == 0 {
+        return (false, "nothing: the attack succeeded");
+    }
+    if !(1..4096).contains(&errno) {
+        return (false, "inconclusive: failed for another reason");
+    }
     match Errno::from_raw_os_error(errno) {
-        e if e.raw_os_error() == 0 => (false, "nothing: the attack succeeded"),
         Errno::PERM => (true, "seccomp or capabilities (EPERM)"),
         Errno::ACCESS => (true, "Landlock or permissions (EACCES)"),
         Errno::ROFS => (true, "read-only mount (EROFS)"),

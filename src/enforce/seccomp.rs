@@ -612,7 +612,9 @@ pub fn install(program: &SeccompProgram) -> Result<(), ChildFailure> {
 
 /// The calling thread's errno (no allocation: `io::Error` stores OS codes inline).
 pub(crate) fn last_errno() -> Errno {
-    Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    let raw = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    // Errno::from_raw_os_error asserts a valid errno; a panic here would be in a forked child.
+    Errno::from_raw_os_error(if (1..4096).contains(&raw) { raw } else { libc::EIO })
 }
 
 /// Whether the kernel supports seccomp filters (`CONFIG_SECCOMP_FILTER`).

@@ -919,7 +919,8 @@ fn decode_enforce(index: u32, source: OsError, ctx: &Context) -> SpawnError {
     let failure = enforce_child::ChildFailure::new(
         step,
         index & 0x00ff_ffff,
-        Errno::from_raw_os_error(source.0),
+        // The report is untrusted input: an out-of-range errno must not panic the shim.
+        Errno::from_raw_os_error(if (1..4096).contains(&source.0) { source.0 } else { libc::EIO }),
     );
     if let Some(e) = SeccompError::from_child(failure) {
         return LayersError::from(e).into();
