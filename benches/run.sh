@@ -7,7 +7,7 @@ packaging/deps.sh
 RAUHA_STATIC_BINARY=$(packaging/build-static.sh)
 export RAUHA_STATIC_BINARY
 benches=("$@")
-((${#benches[@]})) || benches=(zones containers network images grpc)
+((${#benches[@]})) || benches=(zones containers network images enforce bpf grpc)
 for bench in "${benches[@]}"; do
     out="benches/results/$bench.md"
     {

@@ -13,6 +13,7 @@ pub mod enforce;
 pub mod grpc;
 pub mod image;
 pub mod net;
+pub mod probe;
 pub mod rpc;
 pub mod shim;
 pub mod store;

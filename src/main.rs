@@ -12,6 +12,7 @@ use rauha::{cli, daemon, shim};
 enum Role {
     Daemon,
     Shim,
+    Probe,
     Cli,
 }
 
@@ -30,6 +31,8 @@ fn dispatch(args: &[OsString]) -> (Role, Vec<OsString>) {
         // The daemon starts shims as `rauha shim …`: an internal role, kept out of the CLI's
         // help.
         _ if rest.first().is_some_and(|arg| arg == "shim") => (Role::Shim, rest[1..].to_vec()),
+        // `rauha probe …`: attack probes run inside a zone by `zone verify`; internal too.
+        _ if rest.first().is_some_and(|arg| arg == "probe") => (Role::Probe, rest[1..].to_vec()),
         // `rauha daemon …` reaches the daemon through the CLI's `daemon` subcommand, so that
         // `rauha --help` lists it.
         _ => (Role::Cli, rest),
@@ -45,6 +48,11 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Role::Shim => run_shim(rest),
+        Role::Probe => {
+            let args: Vec<String> =
+                rest.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            rauha::probe::main(&args)
+        }
         Role::Cli => cli::run(&rest),
     }
 }
@@ -87,6 +95,7 @@ mod tests {
             (Role::Shim, shim_args.clone())
         );
         assert_eq!(dispatch(&os(&["rauha", "shim", "--zone", "1"])), (Role::Shim, shim_args));
+        assert_eq!(dispatch(&os(&["rauha", "probe"])), (Role::Probe, vec![]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use oci_spec::runtime::{
 
 use super::ResolvedUser;
 use crate::image::ImageConfig;
-use crate::shim::protocol::{CgroupSpec, ContainerSpec, LogSpec, RootfsSpec};
+use crate::shim::protocol::{CgroupSpec, ContainerSpec, Layer, LogSpec, RootfsSpec};
 use crate::zone::Policy;
 
 /// The `PATH` a container gets when its image sets none (Docker's).
@@ -188,6 +188,8 @@ pub struct ShimInputs {
     pub log: LogSpec,
     pub resolv_conf: Option<String>,
     pub hosts: Option<String>,
+    /// Layers switched off by the daemon's test-only `--unsafe-disable-layer`.
+    pub disabled_layers: Vec<Layer>,
 }
 
 /// The shim's process description, derived from the spec so both say the same.
@@ -217,6 +219,9 @@ pub fn shim_spec(
         no_new_privs: process.no_new_privileges().unwrap_or(true),
         rootfs: inputs.rootfs,
         writable_paths: inputs.writable_paths,
+        syscall_deny: policy.syscalls.deny.clone(),
+        devices: policy.devices.allowed.iter().map(PathBuf::from).collect(),
+        disabled_layers: inputs.disabled_layers,
         cgroup: inputs.cgroup,
         netns_path,
         log: inputs.log,
@@ -301,10 +306,12 @@ mod tests {
                 log: LogSpec { path: "/log".into(), max_size: 1, max_files: 1 },
                 resolv_conf: None,
                 hosts: None,
+                disabled_layers: vec![],
             },
         )
         .unwrap();
         assert_eq!(shim.capabilities, [0, 5]);
+        assert!(shim.disabled_layers.is_empty());
         assert_eq!(shim.netns_path.as_deref(), Some(Path::new("/run/rauha/netns/zone-1")));
         assert_eq!((shim.uid, shim.cwd.as_path()), (1000, Path::new("/srv")));
     }

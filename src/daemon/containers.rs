@@ -344,6 +344,7 @@ impl Daemon {
                     },
                     resolv_conf: Some(resolv),
                     hosts: Some(crate::net::dns::hosts_file(name, zone.address)),
+                    disabled_layers: self.config.disabled_layers.clone(),
                 },
             )
             .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;

@@ -34,6 +34,7 @@ use crate::backend::linux::LinuxBackend;
 use crate::backend::{IsolationBackend, ZoneKernelInfo};
 use crate::container::Container;
 use crate::image::{ImageService, RegistryConfig};
+use crate::shim::protocol::Layer;
 use crate::store::Store;
 use crate::zone::{Zone, ZoneRegistry, ZoneState};
 pub use events::Event;
@@ -92,6 +93,11 @@ pub struct DaemonArgs {
     #[cfg(feature = "grpc")]
     #[argh(switch)]
     pub grpc_allow_remote: bool,
+    /// TEST ONLY, never for production: switch off one always-on enforcement layer (seccomp,
+    /// landlock or caps) for every container and exec this daemon starts, so tests can show the
+    /// remaining layers still hold each boundary; repeatable; logged as an error at start
+    #[argh(option)]
+    pub unsafe_disable_layer: Vec<String>,
 }
 
 /// Start-up failures; each stops the daemon with a message naming the step.
@@ -141,6 +147,8 @@ pub struct DaemonConfig {
     /// The gRPC facade's settings, when `--grpc-listen` is given.
     #[cfg(feature = "grpc")]
     pub grpc: Option<crate::grpc::GrpcConfig>,
+    /// Enforcement layers switched off (`--unsafe-disable-layer`, test only; empty by default).
+    pub disabled_layers: Vec<Layer>,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -189,6 +197,17 @@ impl DaemonConfig {
         }
         crate::net::ipam::Ipam::new(&net)
             .map_err(|e| StartError::Config(format!("--subnet/--gateway: {e}")))?;
+        let mut disabled_layers = Vec::new();
+        for name in &args.unsafe_disable_layer {
+            let layer = Layer::from_name(name).ok_or_else(|| {
+                StartError::Config(format!(
+                    "--unsafe-disable-layer: unknown layer {name:?} (expected seccomp, landlock or caps)"
+                ))
+            })?;
+            if !disabled_layers.contains(&layer) {
+                disabled_layers.push(layer);
+            }
+        }
         #[cfg(feature = "grpc")]
         let grpc = match args.grpc_listen {
             Some(listen) => Some(crate::grpc::GrpcConfig::resolve(
@@ -212,6 +231,7 @@ impl DaemonConfig {
             cgroup_parent,
             registries,
             net,
+            disabled_layers,
             #[cfg(feature = "grpc")]
             grpc,
         })
@@ -394,6 +414,13 @@ fn init_logging() {
 }
 
 async fn serve(config: DaemonConfig) -> Result<(), StartError> {
+    for layer in &config.disabled_layers {
+        tracing::error!(
+            %layer,
+            "UNSAFE: enforcement layer {layer} is DISABLED for every container (test-only \
+             --unsafe-disable-layer); zones are NOT fully isolated"
+        );
+    }
     let daemon = smol::unblock({
         let config = config.clone();
         move || Daemon::start(config)

@@ -6,8 +6,14 @@
 //! hostname, IPC, network, cgroup view and pid namespace. Its cgroups are joined before any of
 //! its code runs: the first clone goes straight into the container's cgroup2 node
 //! (`CLONE_INTO_CGROUP`) and the shim writes it into the v1 controllers while it waits on the
-//! sync pipe. Privileges are dropped by the same `apply_privileges` as the init, with the
-//! container's capability allow-list and `no_new_privs`.
+//! sync pipe. Privileges are dropped by the same `apply_privileges` and `seal` as the init, with
+//! the container's own prepared layers: its Landlock ruleset (whose paths resolve inside the
+//! container, since the process has entered its mount namespace), capability allow-list,
+//! `no_new_privs` and seccomp filter.
+//!
+//! The exec'd process gets a Landlock domain of its own (a domain cannot be joined), so with
+//! signal scoping (ABI 6) it cannot signal the container's init or its other processes, nor they
+//! it; processes it starts itself share its domain.
 //!
 //! Why two clones: `setns(CLONE_NEWPID)` changes only the namespace of the caller's future
 //! children, and a process cannot enter a mount namespace while the shim must stay in its own.
@@ -38,6 +44,7 @@ use rustix::fs::OFlags;
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::ThreadNameSpaceType;
 
+use crate::shim::layers::Layers;
 use crate::shim::protocol::{CgroupSpec, ExecSpec};
 use crate::shim::pty;
 use crate::shim::rootfs;
@@ -45,7 +52,7 @@ use crate::shim::spawn::{
     self, CLONE_INTO_CGROUP, ChildFailure, CloneArgs, Command, Context, Privileges, SignalReset,
     SpawnError, Step, apply_privileges, close_other_fds, decode_report, exit, open, pipe,
     prepare_command, prepare_privileges, prepare_signal_reset, read_full, report_and_exit,
-    reset_signals, step,
+    reset_signals, seal, step,
 };
 
 /// The namespaces an exec enters; the container has no user or time namespace of its own.
@@ -65,8 +72,8 @@ pub struct ExecTarget<'a> {
     pub pidfd: BorrowedFd<'a>,
     /// The container's cgroups.
     pub cgroup: &'a CgroupSpec,
-    /// The container's capability allow-list.
-    pub capabilities: &'a [u8],
+    /// The container's prepared layers (Landlock, capabilities, seccomp).
+    pub layers: &'a Layers,
     /// The container's `no_new_privs` setting.
     pub no_new_privs: bool,
 }
@@ -121,7 +128,7 @@ pub fn start(
         spec.uid,
         spec.gid,
         &spec.additional_gids,
-        target.capabilities,
+        target.layers,
         target.no_new_privs,
     )?;
     let cmd = prepare_command(&spec.args, &spec.env)?;
@@ -191,6 +198,7 @@ pub fn start(
         gid: spec.gid,
         groups: spec.additional_gids.clone(),
         container_pid: container_pid as u32,
+        landlock: Some(std::sync::Arc::clone(&target.layers.landlock)),
         ..Context::default()
     };
 
@@ -362,5 +370,6 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
     step(Step::Stdio, rustix::stdio::dup2_stderr(stderr))?;
     apply_privileges(&p.privileges)?;
     step(Step::Chdir, rustix::process::chdir(p.cwd.as_c_str()))?;
+    seal(&p.privileges)?;
     Err(spawn::exec_command(&p.cmd))
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::shim::fdpass::{self, FdPassError};
 
 /// Protocol version; bump on any incompatible change to the enums below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest payload a peer may send; larger length prefixes are rejected before allocating.
 pub const MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
@@ -82,6 +82,41 @@ pub enum ClientError {
     Handshake(String),
 }
 
+/// An always-on enforcement layer the shim applies to every container process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Layer {
+    /// The seccomp filter (default profile + `[syscalls] deny`) and its `no_new_privs`.
+    Seccomp,
+    /// The Landlock ruleset (write only under `writable_paths`, signal and socket scoping).
+    Landlock,
+    /// The capability allow-list: when disabled the process keeps every capability.
+    Caps,
+}
+
+impl Layer {
+    /// Every layer, in the order the child applies them.
+    pub const ALL: [Layer; 3] = [Layer::Landlock, Layer::Caps, Layer::Seccomp];
+
+    /// The layer's name as the daemon's flag spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Layer::Seccomp => "seccomp",
+            Layer::Landlock => "landlock",
+            Layer::Caps => "caps",
+        }
+    }
+
+    /// The layer called `name` (`seccomp`, `landlock`, `caps`).
+    pub fn from_name(name: &str) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 /// A container's process specification, fully resolved by the daemon (no image lookups here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -109,6 +144,14 @@ pub struct ContainerSpec {
     pub rootfs: RootfsSpec,
     /// Paths inside the container that stay writable; everything else is read-only.
     pub writable_paths: Vec<PathBuf>,
+    /// `[syscalls] deny` of the zone's policy: denied on top of the default seccomp profile.
+    pub syscall_deny: Vec<String>,
+    /// `[devices] allowed` of the zone's policy: device nodes Landlock lets the container open
+    /// for writing beyond the standard ones.
+    pub devices: Vec<PathBuf>,
+    /// Enforcement layers switched off: only the daemon's test-only `--unsafe-disable-layer`
+    /// sets this, to show that the remaining layers still hold. Empty in production.
+    pub disabled_layers: Vec<Layer>,
     /// Cgroups the container joins before it execs.
     pub cgroup: CgroupSpec,
     /// Network namespace to join (`/proc/PID/ns/net` or a bind-mounted nsfs file); `None` keeps

@@ -576,7 +576,7 @@ fn attach(fd: RawFd, target: &CStr) -> Result<(), Errno> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::shim::protocol::{CgroupSpec, LogSpec, RootfsSpec};
 
@@ -592,6 +592,9 @@ mod tests {
             additional_gids: vec![],
             capabilities: vec![],
             no_new_privs: true,
+            syscall_deny: vec![],
+            devices: vec![],
+            disabled_layers: vec![],
             rootfs: RootfsSpec {
                 lower_dirs: vec!["/l/base".into(), "/l/top".into()],
                 upper_dir: "/c/upper".into(),

@@ -29,6 +29,7 @@ use rustix::process::{Pid, WaitOptions, WaitStatus};
 
 use crate::shim::exec::{self, ExecTarget};
 use crate::shim::fdpass;
+use crate::shim::layers::{LayerFactory, Layers};
 use crate::shim::logs::{LineSplitter, LogError, LogWriter, Stream};
 use crate::shim::protocol::{
     CgroupSpec, ContainerSpec, ContainerState, ContainerStatus, ExecSpec, ExitStatus, FailureKind,
@@ -204,8 +205,8 @@ impl RequestError {
 struct Container {
     id: String,
     cgroup: CgroupSpec,
-    /// The allow-list and `no_new_privs` that every exec gets too.
-    capabilities: Vec<u8>,
+    /// The enforcement layers and `no_new_privs` that every exec gets too.
+    layers: Layers,
     no_new_privs: bool,
     /// Live execs: exec id to pid (the shim is their parent).
     execs: BTreeMap<String, Pid>,
@@ -237,6 +238,8 @@ struct Shim {
     state_dir: PathBuf,
     conns: Vec<Conn>,
     containers: BTreeMap<String, Container>,
+    /// Seccomp cache and Landlock ABI, shared by every container of this shim.
+    layers: LayerFactory,
     shutting_down: bool,
 }
 
@@ -266,6 +269,7 @@ pub fn run_shim(args: &ShimArgs) -> Result<(), ShimError> {
         state_dir: args.state_dir.clone(),
         conns: Vec::new(),
         containers: BTreeMap::new(),
+        layers: LayerFactory::default(),
         shutting_down: false,
     };
     let result = shim.run();
@@ -646,7 +650,7 @@ impl Shim {
             pid: c.proc.pid,
             pidfd: c.proc.pidfd.as_fd(),
             cgroup: &c.cgroup,
-            capabilities: &c.capabilities,
+            layers: &c.layers,
             no_new_privs: c.no_new_privs,
         };
         let started = exec::start(&target, spec, START_TIMEOUT).map_err(|source| {
@@ -710,7 +714,11 @@ impl Shim {
         }
         let log = LogWriter::open(&spec.log)?;
         let oom_baseline = oom_kills(&spec.cgroup);
-        let mut proc = spawn::create(spec, &files)
+        let layers = self
+            .layers
+            .prepare(spec)
+            .map_err(|e| RequestError::Spawn { id: spec.id.clone(), source: e.into() })?;
+        let mut proc = spawn::create(spec, &files, &layers)
             .map_err(|source| RequestError::Spawn { id: spec.id.clone(), source })?;
         let pid = proc.pid.as_raw_nonzero().get() as u32;
         let output = |fd: Option<OwnedFd>, stream| {
@@ -729,7 +737,7 @@ impl Shim {
             Container {
                 id: spec.id.clone(),
                 cgroup: spec.cgroup.clone(),
-                capabilities: spec.capabilities.clone(),
+                layers,
                 no_new_privs: spec.no_new_privs,
                 execs: BTreeMap::new(),
                 log_path: spec.log.path.clone(),

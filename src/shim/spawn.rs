@@ -14,7 +14,8 @@
 //! The pieces every process started in a container shares (the container's init here, each
 //! `exec` in [`crate::shim::exec`]) live here: `prepare_privileges`/`apply_privileges`,
 //! the signal reset, the fd cleanup, the `execve` loop and the failure report. One code path
-//! therefore confines both, and the seccomp/Landlock layers hook into `apply_privileges`.
+//! therefore confines both: `apply_privileges` applies Landlock then drops credentials, and `seal`
+//! installs the seccomp filter as the very last step before `execve`.
 
 use std::convert::Infallible;
 use std::ffi::{CStr, CString};
@@ -23,6 +24,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags};
@@ -32,7 +34,11 @@ use rustix::pipe::PipeFlags;
 use rustix::process::{Gid, Pid, Uid};
 use rustix::thread::{LinkNameSpaceType, UnshareFlags};
 
+use crate::enforce::child::{self as enforce_child, ChildStep};
+use crate::enforce::landlock::PreparedLandlock;
+use crate::enforce::seccomp::{self, SeccompError, SeccompProgram};
 use crate::shim::caps::{self, CapPlan, CapsError};
+use crate::shim::layers::{Layers, LayersError};
 use crate::shim::protocol::ContainerSpec;
 use crate::shim::pty::PtyError;
 use crate::shim::rootfs::{self, HostFds, RootfsError, RootfsOp};
@@ -88,6 +94,9 @@ pub enum SpawnError {
     /// Planning capabilities failed.
     #[error(transparent)]
     Caps(#[from] CapsError),
+    /// Preparing or applying an enforcement layer (seccomp, Landlock) failed.
+    #[error(transparent)]
+    Layers(#[from] LayersError),
     /// A pipe could not be created.
     #[error("create {what} pipe: {source}")]
     Pipe {
@@ -285,9 +294,11 @@ pub(crate) enum Step {
     CloneExec,
     Session,
     ControllingTerminal,
+    /// An enforcement layer step; the index carries the `ChildStep` in its top byte.
+    Enforce,
 }
 
-const STEPS: [Step; 20] = [
+const STEPS: [Step; 21] = [
     Step::Signals,
     Step::Stdio,
     Step::Setns,
@@ -308,7 +319,13 @@ const STEPS: [Step; 20] = [
     Step::CloneExec,
     Step::Session,
     Step::ControllingTerminal,
+    Step::Enforce,
 ];
+
+/// Packs an enforcement layer's child failure into the shim's report format.
+pub(crate) fn enforce_failure(f: enforce_child::ChildFailure) -> ChildFailure {
+    (Step::Enforce, (f.step as u32) << 24 | (f.index & 0x00ff_ffff), f.errno)
+}
 
 /// A child failure: step, index within the step (rootfs op), errno.
 pub(crate) type ChildFailure = (Step, u32, Errno);
@@ -335,6 +352,8 @@ pub(crate) struct Context {
     pub(crate) groups: Vec<u32>,
     /// The container init whose namespaces an exec enters.
     pub(crate) container_pid: u32,
+    /// The Landlock ruleset, to name the rule a child failure refers to.
+    pub(crate) landlock: Option<Arc<PreparedLandlock>>,
 }
 
 /// Credentials and confinement of a process started in a container, prepared before clone and
@@ -348,14 +367,17 @@ pub(crate) struct Privileges {
     groups: Vec<Gid>,
     caps: CapPlan,
     no_new_privs: bool,
+    landlock: Arc<PreparedLandlock>,
+    seccomp: SeccompProgram,
 }
 
-/// Plans `Privileges`: ids checked, capability sets computed against this kernel.
+/// Plans `Privileges`: ids checked, capability sets computed against this kernel, the
+/// container's prepared enforcement layers attached.
 pub(crate) fn prepare_privileges(
     uid: u32,
     gid: u32,
     groups: &[u32],
-    capabilities: &[u8],
+    layers: &Layers,
     no_new_privs: bool,
 ) -> Result<Privileges, SpawnError> {
     for id in [uid, gid].iter().chain(groups.iter()) {
@@ -367,18 +389,22 @@ pub(crate) fn prepare_privileges(
         uid: Uid::from_raw(uid),
         gid: Gid::from_raw(gid),
         groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
-        caps: caps::plan(capabilities, caps::last_cap()?, uid)?,
+        caps: caps::plan(&layers.capabilities, caps::last_cap()?, uid)?,
         no_new_privs,
+        landlock: Arc::clone(&layers.landlock),
+        seccomp: layers.seccomp.clone(),
     })
 }
 
-/// Child-side: drops to the prepared user and capabilities and sets `no_new_privs`. Raw
-/// syscalls on prepared memory only.
+/// Child-side: restricts the process with Landlock, then drops to the prepared user and
+/// capabilities and sets `no_new_privs`. Raw syscalls on prepared memory only.
 ///
-/// This is the single place where a container process gives up privileges before exec; the
-/// seccomp filter and the Landlock ruleset (enforce/) load here too, after `no_new_privs` (which
-/// lets them load without CAP_SYS_ADMIN) and right before exec.
+/// This is the single place where a container process gives up privileges before exec. Landlock
+/// comes first: it must follow every mount and `pivot_root` (a restricted process may not change
+/// its mount topology), and its rule paths are opened while the process still has the
+/// capabilities to open them. The seccomp filter comes later, in [`seal`].
 pub(crate) fn apply_privileges(p: &Privileges) -> Result<(), ChildFailure> {
+    p.landlock.apply().map_err(enforce_failure)?;
     step(Step::Bounding, caps::drop_bounding(&p.caps))?;
     if p.uid.as_raw() != 0 {
         step(Step::KeepCaps, caps::keep_caps())?;
@@ -394,6 +420,12 @@ pub(crate) fn apply_privileges(p: &Privileges) -> Result<(), ChildFailure> {
         step(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true))?;
     }
     Ok(())
+}
+
+/// Child-side: installs the seccomp filter. The LAST step before `execve` (after `chdir`), so
+/// the filter never sees the setup's own syscalls. Raw syscalls on prepared memory only.
+pub(crate) fn seal(p: &Privileges) -> Result<(), ChildFailure> {
+    seccomp::install(&p.seccomp).map_err(enforce_failure)
 }
 
 /// An empty signal mask and a default disposition, prepared for `reset_signals`.
@@ -581,19 +613,18 @@ pub(crate) struct CloneArgs {
 
 /// Creates the container process: cloned into new mount, pid, uts and ipc namespaces and its
 /// cgroup2 node, then written into its v1 cgroups; it waits for [`start`].
-pub fn create(spec: &ContainerSpec, files: &ContainerFiles) -> Result<Created, SpawnError> {
+pub fn create(
+    spec: &ContainerSpec,
+    files: &ContainerFiles,
+    layers: &Layers,
+) -> Result<Created, SpawnError> {
     let argv0 =
         spec.args.first().ok_or_else(|| SpawnError::EmptyCommand { id: spec.id.clone() })?.clone();
     if spec.hostname.len() > 64 {
         return Err(SpawnError::HostnameTooLong(spec.hostname.clone()));
     }
-    let privileges = prepare_privileges(
-        spec.uid,
-        spec.gid,
-        &spec.additional_gids,
-        &spec.capabilities,
-        spec.no_new_privs,
-    )?;
+    let privileges =
+        prepare_privileges(spec.uid, spec.gid, &spec.additional_gids, layers, spec.no_new_privs)?;
     let cwd_clean = rootfs::clean_absolute("working directory", &spec.cwd)?;
 
     let (sync_r, sync_w) = pipe("sync")?;
@@ -666,6 +697,7 @@ pub fn create(spec: &ContainerSpec, files: &ContainerFiles) -> Result<Created, S
         gid: spec.gid,
         groups: spec.additional_gids.clone(),
         container_pid: 0,
+        landlock: Some(Arc::clone(&layers.landlock)),
     };
 
     let mut pidfd: RawFd = -1;
@@ -875,6 +907,27 @@ pub(crate) fn decode_report(report: &[u8; 12], ctx: &Context) -> SpawnError {
         Step::CloneExec => SpawnError::CloneExec(source),
         Step::Session => SpawnError::Session(source),
         Step::ControllingTerminal => SpawnError::ControllingTerminal(source),
+        Step::Enforce => decode_enforce(index as u32, source, ctx),
+    }
+}
+
+/// The typed layer error for a `Step::Enforce` report.
+fn decode_enforce(index: u32, source: OsError, ctx: &Context) -> SpawnError {
+    let Some(step) = ChildStep::from_code(index >> 24) else {
+        return SpawnError::UnknownStep { step: Step::Enforce as u32, source };
+    };
+    let failure = enforce_child::ChildFailure::new(
+        step,
+        index & 0x00ff_ffff,
+        // The report is untrusted input: an out-of-range errno must not panic the shim.
+        Errno::from_raw_os_error(if (1..4096).contains(&source.0) { source.0 } else { libc::EIO }),
+    );
+    if let Some(e) = SeccompError::from_child(failure) {
+        return LayersError::from(e).into();
+    }
+    match ctx.landlock.as_deref().and_then(|ll| ll.error(failure)) {
+        Some(e) => LayersError::from(e).into(),
+        None => SpawnError::UnknownStep { step: Step::Enforce as u32, source },
     }
 }
 
@@ -975,6 +1028,7 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
 
     apply_privileges(&p.privileges)?;
     step(Step::Chdir, rustix::process::chdir(p.cwd.as_c_str()))?;
+    seal(&p.privileges)?;
     Err(exec_command(&p.cmd))
 }
 
@@ -1015,6 +1069,7 @@ mod tests {
             gid: 0,
             groups: vec![],
             container_pid: 0,
+            landlock: None,
         };
         let mut r = [0u8; 12];
         r[..4].copy_from_slice(&(Step::Exec as u32).to_ne_bytes());
