@@ -22,7 +22,6 @@ use rauha::rpc::{self, ContainerCreateRequest};
 const RUNS: usize = 30;
 const WARMUP: usize = 3;
 
-
 /// Time `RUNS` runs of a command (after a warm-up), each required to succeed.
 fn time_command(label: &str, mut make: impl FnMut(usize) -> Command) -> (Duration, Duration) {
     let mut samples = Vec::new();

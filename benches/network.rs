@@ -19,7 +19,6 @@ use rauha::rpc::{self, ZoneCreateRequest};
 const RUNS: usize = 30;
 const TRANSFER_MIB: u32 = 128;
 
-
 fn run_ok(mut command: Command) {
     let out = command.output().expect("run command");
     assert!(out.status.success(), "{:?}: {}", command, String::from_utf8_lossy(&out.stderr));

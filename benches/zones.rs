@@ -18,7 +18,6 @@ use rauha::rpc::{self, ZoneCreateRequest};
 const SAMPLES: usize = 200;
 const MANY: usize = 1000;
 
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
     status

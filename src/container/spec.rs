@@ -188,6 +188,11 @@ pub struct ShimInputs {
     pub log: LogSpec,
     pub resolv_conf: Option<String>,
     pub hosts: Option<String>,
+    /// Keep stdin open for attachers (`-i`); the TTY itself comes from the spec's
+    /// `process.terminal`.
+    pub interactive: bool,
+    /// The first attacher's closing of stdin is the container's end of input (`run -i`).
+    pub stdin_once: bool,
 }
 
 /// The shim's process description, derived from the spec so both say the same.
@@ -222,6 +227,9 @@ pub fn shim_spec(
         log: inputs.log,
         resolv_conf: inputs.resolv_conf,
         hosts: inputs.hosts,
+        tty: process.terminal().unwrap_or(false),
+        interactive: inputs.interactive,
+        stdin_once: inputs.stdin_once,
     })
 }
 
@@ -301,6 +309,8 @@ mod tests {
                 log: LogSpec { path: "/log".into(), max_size: 1, max_files: 1 },
                 resolv_conf: None,
                 hosts: None,
+                interactive: false,
+                stdin_once: false,
             },
         )
         .unwrap();
