@@ -550,3 +550,243 @@ fn zone_stats_measure_a_busy_container() {
     assert!(stats["memory_usage_bytes"].as_u64().unwrap() > 0, "{stats}");
     d.ok(&["rm", "-f", "spin"]);
 }
+
+/// A terminal the test makes for one CLI process: the CLI gets the slave as stdio and
+/// controlling terminal (so it goes raw and follows resizes); the test types into the master and
+/// reads what the CLI prints.
+struct Terminal {
+    master: std::fs::File,
+    seen: String,
+    /// Where the next `read_until` starts looking, so a needle is matched once.
+    cursor: usize,
+}
+
+impl Terminal {
+    fn spawn(
+        mut command: std::process::Command,
+        rows: u16,
+        cols: u16,
+    ) -> (Self, std::process::Child) {
+        use std::os::fd::AsFd;
+        use std::os::unix::process::CommandExt;
+        let master =
+            rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
+                .unwrap();
+        rustix::pty::grantpt(&master).unwrap();
+        rustix::pty::unlockpt(&master).unwrap();
+        let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+        let slave =
+            std::fs::File::options().read(true).write(true).open(name.to_str().unwrap()).unwrap();
+        rauha::shim::pty::set_window_size(&master, rows, cols).unwrap();
+        command
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        // SAFETY: setsid and TIOCSCTTY on fd 0 are single syscalls; nothing is allocated.
+        unsafe {
+            command.pre_exec(|| {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(std::io::stdin().as_fd())?;
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        drop(slave);
+        (Self { master: std::fs::File::from(master), seen: String::new(), cursor: 0 }, child)
+    }
+
+    fn type_text(&mut self, text: &str) {
+        use std::io::Write;
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsFd;
+        rauha::shim::pty::set_window_size(self.master.as_fd(), rows, cols).unwrap();
+    }
+
+    /// Reads until `needle` appears after the previous match.
+    fn read_until(&mut self, needle: &str) {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buffer = [0u8; 4096];
+        loop {
+            if let Some(at) = self.seen[self.cursor..].find(needle) {
+                self.cursor += at + needle.len();
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in terminal output: {:?}", self.seen);
+            let fd = self.master.as_fd();
+            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+            if rustix::event::poll(&mut fds, Some(&timeout)).unwrap() > 0 {
+                match self.master.read(&mut buffer) {
+                    Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+                    // EIO: the CLI closed the terminal; the needle will never come.
+                    Err(e) => panic!("terminal closed ({e}) without {needle:?}: {:?}", self.seen),
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the window size of the container's console (`/dev/pts/0`) is `rows cols`: an
+/// attacher on a terminal sets it once it holds its streams.
+fn wait_for_console_size(d: &TestDaemon, container: &str, size: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = d.cli(&["exec", container, "stty", "-F", "/dev/pts/0", "size"]);
+        let now = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if now == size {
+            return;
+        }
+        assert!(Instant::now() < deadline, "console size stays {now:?}, expected {size:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn run_interactive_pipes_stdin_and_exits_with_the_containers_code() {
+    use std::io::Write;
+    let Some(d) = daemon_with_zone("run_interactive", None) else { return };
+    let mut child = d
+        .command(&["run", "--zone", "z", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z; exit 3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped into run\nsecond line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED INTO RUN\nSECOND LINE\n");
+    // --rm still removes it (right after the exit the CLI reports).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !json(&d.ok(&["ps", "-a", "--json"])).as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the --rm container was not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn run_with_a_tty_gets_its_own_pts_follows_resizes_and_exits_with_its_code() {
+    let Some(d) = daemon_with_zone("run_tty", None) else { return };
+    let (mut t, mut cli) = Terminal::spawn(
+        d.command(&["run", "--zone", "z", "--name", "tt", "-it", "busybox", "sh"]),
+        30,
+        100,
+    );
+    t.read_until("# ");
+    t.type_text("tty\n");
+    t.read_until("/dev/pts/0");
+    t.type_text("stty size\n");
+    t.read_until("30 100");
+    t.resize(40, 120);
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_text("stty size\n");
+    t.read_until("40 120");
+    t.type_text("echo $((6*7))\n");
+    t.read_until("42");
+    t.type_text("exit 4\n");
+    assert_eq!(cli.wait().unwrap().code(), Some(4));
+    // The shim logged the terminal's output as stdout lines, without the tty's "\r\n" endings.
+    let logs = d.ok(&["logs", "tt"]);
+    assert!(logs.contains("/dev/pts/0\n") && logs.contains("\n42\n"), "{logs:?}");
+    assert!(!logs.contains("\r\n"), "{logs:?}");
+    assert_eq!(inspect(&d, "tt")["exit_code"], 4);
+}
+
+#[test]
+fn detached_tty_containers_take_several_attachers_that_come_and_go() {
+    let Some(d) = daemon_with_zone("attach_tty", None) else { return };
+    d.ok(&["run", "--zone", "z", "-d", "-it", "--name", "bg", "busybox", "sh"]);
+    let (mut first, mut first_cli) = Terminal::spawn(d.command(&["attach", "bg"]), 24, 80);
+    wait_for_console_size(&d, "bg", "24 80");
+    let (mut second, mut second_cli) = Terminal::spawn(d.command(&["attach", "bg"]), 33, 111);
+    wait_for_console_size(&d, "bg", "33 111");
+
+    // Both see what the container prints, whoever typed it.
+    first.type_text("echo $((6*7))\n");
+    first.read_until("42");
+    second.read_until("42");
+    second.type_text("echo $((5*5))\n");
+    first.read_until("25");
+    second.read_until("25");
+
+    // One attacher leaving (even killed) does not touch the container.
+    second_cli.kill().unwrap();
+    second_cli.wait().unwrap();
+    assert_eq!(inspect(&d, "bg")["state"], "Running");
+    first.type_text("echo $((9*9))\n");
+    first.read_until("81");
+
+    first.type_text("exit 3\n");
+    assert_eq!(first_cli.wait().unwrap().code(), Some(3));
+    let logs = d.ok(&["logs", "bg"]);
+    assert!(logs.contains("42") && logs.contains("25") && logs.contains("81"), "{logs:?}");
+
+    let error = d.fails(&["attach", "bg"]);
+    assert!(error.contains("Stopped") && error.contains("attach"), "{error}");
+    assert!(d.fails(&["attach", "ghost"]).contains("not found"));
+}
+
+#[test]
+fn attach_to_an_interactive_container_without_a_tty_keeps_streams_apart() {
+    use std::io::{BufRead, BufReader, Write};
+    let Some(d) = daemon_with_zone("attach_pipes", None) else { return };
+    d.ok(&[
+        "run",
+        "--zone",
+        "z",
+        "-d",
+        "-i",
+        "--name",
+        "rd",
+        "busybox",
+        "sh",
+        "-c",
+        "while read line; do echo out:$line; echo err:$line >&2; done; exit 6",
+    ]);
+    let mut attacher = d
+        .command(&["attach", "rd"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = attacher.stdin.take().unwrap();
+    let mut stdout = BufReader::new(attacher.stdout.take().unwrap());
+    let mut stderr = BufReader::new(attacher.stderr.take().unwrap());
+    // The attacher may still be connecting: repeat until its copy arrives.
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (done, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = stdout.read_line(&mut first);
+        let _ = done.send((first, stdout));
+    });
+    let (first, mut stdout) = loop {
+        stdin.write_all(b"ping\n").unwrap();
+        if let Ok(got) = seen.recv_timeout(Duration::from_millis(300)) {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "attacher never saw the container's output");
+    };
+    assert_eq!(first, "out:ping\n");
+    stderr.read_line(&mut line).unwrap();
+    assert_eq!(line, "err:ping\n");
+    // Closing this attacher's input detaches; the container's stdin stays open (no --rm
+    // foreground run), so it keeps waiting for input.
+    drop(stdin);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(inspect(&d, "rd")["state"], "Running");
+    // PID 1 ignores SIGTERM without a handler; KILL ends it, and the attacher with it.
+    d.ok(&["kill", "-s", "KILL", "rd"]);
+    let status = attacher.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(rest.lines().all(|l| l == "out:ping"), "{rest:?}");
+    assert_eq!(status.code(), Some(128 + 9));
+}

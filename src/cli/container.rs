@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 
+use super::attach;
 use super::logs::{self, Printing};
 use super::{CliError, context, output, unbounded};
 use crate::rpc::{ContainerCreateRequest, ContainerInfo, ErrorKind, RauhaClient};
 
 /// Create and start a container in a zone; without -d, print its output and exit with its code.
+/// -i sends stdin to it (end of input closes its stdin), -t gives it a terminal (this one goes
+/// raw and resizes follow); -d with -i/-t leaves it running for `rauha attach`.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "run")]
 pub struct Run {
@@ -38,6 +41,12 @@ pub struct Run {
     /// remove the container when it exits
     #[argh(switch)]
     rm: bool,
+    /// keep stdin open and send this command's stdin to the container
+    #[argh(switch, short = 'i')]
+    interactive: bool,
+    /// give the container a pseudo-terminal (its own /dev/pts) as its terminal
+    #[argh(switch, short = 't')]
+    tty: bool,
     /// image reference (pulled when not in the local store)
     #[argh(positional)]
     image: String,
@@ -46,7 +55,8 @@ pub struct Run {
     command: Vec<String>,
 }
 
-/// Create a container without starting it.
+/// Create a container without starting it (-i/-t as for `run`; attach before start to see
+/// all its output).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "create")]
 pub struct Create {
@@ -65,6 +75,12 @@ pub struct Create {
     /// user to run as: name, uid, name:group or uid:gid
     #[argh(option, short = 'u')]
     user: Option<String>,
+    /// keep stdin open for attachers
+    #[argh(switch, short = 'i')]
+    interactive: bool,
+    /// give the container a pseudo-terminal (its own /dev/pts) as its terminal
+    #[argh(switch, short = 't')]
+    tty: bool,
     /// image reference (pulled when not in the local store)
     #[argh(positional)]
     image: String,
@@ -186,7 +202,7 @@ async fn create(
 }
 
 /// The process exit code a container's end maps to.
-fn exit_code(info: &ContainerInfo) -> ExitCode {
+pub(super) fn exit_code(info: &ContainerInfo) -> ExitCode {
     ExitCode::from(info.exit_code.map(|code| code.clamp(0, 255) as u8).unwrap_or(255))
 }
 
@@ -201,6 +217,11 @@ pub async fn run(client: &RauhaClient, socket: &Path, run: Run) -> Result<ExitCo
         user: run.user.unwrap_or_default(),
         auto_remove: run.rm,
         ports: run.publish,
+        tty: run.tty,
+        interactive: run.interactive,
+        // In the foreground our end of input is the container's; a detached one keeps stdin
+        // open across attachers.
+        stdin_once: !run.detach,
     };
     let created = create(client, socket, request).await?;
     if run.detach {
@@ -208,11 +229,18 @@ pub async fn run(client: &RauhaClient, socket: &Path, run: Run) -> Result<ExitCo
         println!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
     }
-    let output = logs::open(client, socket, &created.id).await?;
-    client.container_start(context(), created.id.clone()).await??;
-    let printing = Printing { timestamps: false };
-    logs::stream(client, socket, &created.id, output, None, true, printing).await?;
-    let done = client.container_wait(unbounded(), created.id).await??;
+    let done = if run.tty || run.interactive {
+        // Attached before the start, so not a byte of output is missed.
+        let session = attach::open(client, socket, &created, true).await?;
+        client.container_start(context(), created.id.clone()).await??;
+        session.finish(client, &created.id).await?
+    } else {
+        let output = logs::open(client, socket, &created.id).await?;
+        client.container_start(context(), created.id.clone()).await??;
+        let printing = Printing { timestamps: false };
+        logs::stream(client, socket, &created.id, output, None, true, printing).await?;
+        client.container_wait(unbounded(), created.id).await??
+    };
     if done.oom_killed {
         eprintln!("rauha: container {} was killed by the OOM killer", done.name);
     }
@@ -234,6 +262,9 @@ pub async fn create_only(
         user: create_args.user.unwrap_or_default(),
         auto_remove: false,
         ports: Vec::new(),
+        tty: create_args.tty,
+        interactive: create_args.interactive,
+        stdin_once: false,
     };
     println!("{}", create(client, socket, request).await?.id);
     Ok(ExitCode::SUCCESS)

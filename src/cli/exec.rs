@@ -39,7 +39,7 @@ pub struct Exec {
 }
 
 /// Copy from `from` to `to` until end of input or a write error; `flush` after each chunk.
-fn pump(mut from: impl Read, mut to: impl Write) {
+pub(super) fn pump(mut from: impl Read, mut to: impl Write) {
     let mut buffer = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buffer) {
@@ -54,12 +54,12 @@ fn pump(mut from: impl Read, mut to: impl Write) {
 }
 
 /// Puts this terminal into raw mode for the session and restores it when dropped.
-struct RawTerminal {
+pub(super) struct RawTerminal {
     saved: rustix::termios::Termios,
 }
 
 impl RawTerminal {
-    fn enter() -> Option<Self> {
+    pub(super) fn enter() -> Option<Self> {
         let stdin = std::io::stdin();
         let saved = rustix::termios::tcgetattr(stdin.as_fd()).ok()?;
         let mut raw = saved.clone();
@@ -81,7 +81,7 @@ impl Drop for RawTerminal {
     }
 }
 
-fn spawn(name: &str, work: impl FnOnce() + Send + 'static) {
+pub(super) fn spawn(name: &str, work: impl FnOnce() + Send + 'static) {
     // A copier that cannot start only loses that direction; the exit code still arrives.
     let _ = std::thread::Builder::new().name(name.to_owned()).spawn(work);
 }
@@ -160,7 +160,7 @@ pub async fn exec(client: &RauhaClient, socket: &Path, exec: Exec) -> Result<Exi
 }
 
 /// Resize the container's terminal whenever this one is resized (SIGWINCH).
-fn follow_window_size(master: OwnedFd) {
+pub(super) fn follow_window_size(master: OwnedFd) {
     spawn("exec-winch", move || {
         let Ok(mut signals) = async_signal::Signals::new([async_signal::Signal::Winch]) else {
             return;

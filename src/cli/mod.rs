@@ -1,6 +1,7 @@
 //! The command-line client: argh commands, human and `--json` output. It talks to the daemon
 //! only through `rpc`.
 
+mod attach;
 mod container;
 mod events;
 mod exec;
@@ -49,6 +50,7 @@ enum Command {
     Rm(container::Rm),
     Logs(container::Logs),
     Exec(exec::Exec),
+    Attach(attach::Attach),
     Inspect(container::Inspect),
     Wait(container::Wait),
     Image(image::ImageCommand),
@@ -83,6 +85,8 @@ pub enum CliError {
     Claim(#[from] rpc::fds::ClaimError),
     #[error("read container output: {0}")]
     ReadLog(std::io::Error),
+    #[error("duplicate a terminal descriptor: {0}")]
+    Duplicate(std::io::Error),
     #[error("the daemon sent no {0}")]
     MissingStream(&'static str),
     #[error("{0}")]
@@ -197,6 +201,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         Command::Rm(c) => Request::Rm(c),
         Command::Logs(c) => Request::Logs(c),
         Command::Exec(c) => Request::Exec(c),
+        Command::Attach(c) => Request::Attach(c),
         Command::Inspect(c) => Request::Inspect(c),
         Command::Wait(c) => Request::Wait(c),
         Command::Image(c) => Request::Image(c),
@@ -247,6 +252,7 @@ enum Request {
     Rm(container::Rm),
     Logs(container::Logs),
     Exec(exec::Exec),
+    Attach(attach::Attach),
     Inspect(container::Inspect),
     Wait(container::Wait),
     Image(image::ImageCommand),
@@ -276,6 +282,7 @@ async fn execute(request: Request, socket: PathBuf) -> Result<ExitCode, CliError
         Request::Rm(c) => container::rm(&client, c).await,
         Request::Logs(c) => container::logs(&client, &socket, c).await,
         Request::Exec(c) => exec::exec(&client, &socket, c).await,
+        Request::Attach(c) => attach::attach(&client, &socket, c).await,
         Request::Inspect(c) => container::inspect(&client, c).await,
         Request::Wait(c) => container::wait(&client, c).await,
         Request::Image(c) => image::image(&client, &socket, c).await,

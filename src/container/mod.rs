@@ -66,6 +66,10 @@ pub struct Container {
     pub auto_remove: bool,
     /// Host ports forwarded to the container's zone address (`run -p`).
     pub ports: Vec<crate::net::PortMapping>,
+    /// Created with a PTY as its terminal (`-t`).
+    pub tty: bool,
+    /// Created with stdin kept open for attachers (`-i`).
+    pub interactive: bool,
 }
 
 /// A container name that breaks the rules.

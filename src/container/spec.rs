@@ -190,6 +190,11 @@ pub struct ShimInputs {
     pub hosts: Option<String>,
     /// Layers switched off by the daemon's test-only `--unsafe-disable-layer`.
     pub disabled_layers: Vec<Layer>,
+    /// Keep stdin open for attachers (`-i`); the TTY itself comes from the spec's
+    /// `process.terminal`.
+    pub interactive: bool,
+    /// The first attacher's closing of stdin is the container's end of input (`run -i`).
+    pub stdin_once: bool,
 }
 
 /// The shim's process description, derived from the spec so both say the same.
@@ -227,6 +232,9 @@ pub fn shim_spec(
         log: inputs.log,
         resolv_conf: inputs.resolv_conf,
         hosts: inputs.hosts,
+        tty: process.terminal().unwrap_or(false),
+        interactive: inputs.interactive,
+        stdin_once: inputs.stdin_once,
     })
 }
 
@@ -307,6 +315,8 @@ mod tests {
                 resolv_conf: None,
                 hosts: None,
                 disabled_layers: vec![],
+                interactive: false,
+                stdin_once: false,
             },
         )
         .unwrap();

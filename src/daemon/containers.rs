@@ -92,6 +92,8 @@ impl Daemon {
                 .iter()
                 .map(|p| format!("{}->{}/{}", p.host_port, p.container_port, p.proto.as_str()))
                 .collect(),
+            tty: container.tty,
+            interactive: container.interactive,
         }
     }
 
@@ -210,7 +212,7 @@ impl Daemon {
             command: request.command,
             env: request.env,
             working_dir: (!request.working_dir.is_empty()).then_some(request.working_dir),
-            tty: false,
+            tty: request.tty,
         };
         let args = spec::resolve_args(&image_config, &overrides.command)
             .map_err(|e| invalid(e.to_string()))?;
@@ -225,8 +227,14 @@ impl Daemon {
 
         let dir = self.container_dir(id);
         let created = CreatedParts { dir: dir.clone(), cgroup: None, in_shim: None };
-        let result =
-            self.create_container_parts(&zone, id, &name, &layers, args, env, cwd, &user, created);
+        let stdio = Stdio {
+            tty: request.tty,
+            interactive: request.interactive,
+            stdin_once: request.interactive && request.stdin_once,
+        };
+        let result = self.create_container_parts(
+            &zone, id, &name, &layers, args, env, cwd, &user, stdio, created,
+        );
         let (created, pid, args) = result?;
         let container = Container {
             id,
@@ -242,6 +250,8 @@ impl Daemon {
             exit: None,
             auto_remove: request.auto_remove,
             ports,
+            tty: request.tty,
+            interactive: request.interactive,
         };
         if let Err(error) = self.save_container(container.clone()) {
             self.roll_back_container(&zone, id, created);
@@ -274,6 +284,7 @@ impl Daemon {
         env: Vec<String>,
         cwd: String,
         user: &container::ResolvedUser,
+        stdio: Stdio,
         mut created: CreatedParts,
     ) -> Result<(CreatedParts, u32, Vec<String>), RequestError> {
         let io = |path: &Path| {
@@ -311,7 +322,7 @@ impl Daemon {
                     self.config.cgroup_parent,
                     zone.cgroup_name()
                 ),
-                tty: false,
+                tty: stdio.tty,
             })
             .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
             let config_path = created.dir.join("config.json");
@@ -345,6 +356,8 @@ impl Daemon {
                     resolv_conf: Some(resolv),
                     hosts: Some(crate::net::dns::hosts_file(name, zone.address)),
                     disabled_layers: self.config.disabled_layers.clone(),
+                    interactive: stdio.interactive,
+                    stdin_once: stdio.stdin_once,
                 },
             )
             .map_err(|e| RequestError::InvalidArgument(e.to_string()))?;
@@ -619,6 +632,47 @@ impl Daemon {
         }
     }
 
+    /// Attach to a created or running container's stdio. The fds, in order: with a TTY a dup
+    /// of its PTY master (for input and `TIOCSWINSZ`; never read it) and an output pipe's read
+    /// end; without, the stdin pipe's write end (only for interactive containers whose stdin is
+    /// still open), then stdout's and stderr's read ends. The shim tees the container's output
+    /// into the pipes from now on; a reader that falls behind loses output. Closing the fds
+    /// detaches.
+    pub fn attach_container(&self, reference: &str) -> Result<Vec<OwnedFd>, RequestError> {
+        let container = self.find_container(reference)?;
+        let refused = |container: &Container| RequestError::ContainerState {
+            container: container.name.clone(),
+            state: container.state.as_str(),
+            action: "attach",
+        };
+        if container.state == ContainerState::Stopped {
+            return Err(refused(&container));
+        }
+        let zone = self.zone_of(&container)?;
+        let shim = self.shims.get(zone.numeric_id).ok_or_else(|| refused(&container))?;
+        match shim.call_with_fds(&ShimRequest::Attach { id: container.id.to_string() }) {
+            Ok((ShimResponse::Attached { .. }, fds)) => {
+                tracing::info!(container = %container.name, "attached");
+                Ok(fds)
+            }
+            Ok((other, _)) => Err(ShimCallError::Unexpected {
+                zone: zone.numeric_id,
+                request: "Attach",
+                response: format!("{other:?}"),
+            }
+            .into()),
+            // It stopped between our look at its record and the shim's.
+            Err(ShimCallError::Failed(f)) if f.kind == FailureKind::InvalidState => {
+                Err(RequestError::ContainerState {
+                    container: container.name,
+                    state: ContainerState::Stopped.as_str(),
+                    action: "attach",
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Park read-only fds of the container's log files (oldest first) under a ticket.
     pub fn container_logs(&self, reference: &str) -> Result<Ticket, RequestError> {
         let container = self.find_container(reference)?;
@@ -763,6 +817,14 @@ impl Daemon {
             }
         }
     }
+}
+
+/// How a container's stdio is set up (`-t`, `-i`).
+#[derive(Debug, Clone, Copy)]
+struct Stdio {
+    tty: bool,
+    interactive: bool,
+    stdin_once: bool,
 }
 
 /// What a container creation has made so far, for rollback.

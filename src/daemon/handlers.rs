@@ -149,6 +149,10 @@ impl Rauha for Server {
         self.blocking(move |d| d.container_logs(&container)).await
     }
 
+    async fn container_attach(self, _: Context, container: String) -> Result<Ticket, ApiError> {
+        self.blocking(move |d| d.attach_container(&container).map(|fds| d.park_fds(fds))).await
+    }
+
     async fn image_pull(
         self,
         _: Context,

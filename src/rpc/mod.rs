@@ -54,6 +54,12 @@ pub trait Rauha {
     /// Ticket for the container's log files (oldest first, current last), read-only, collected
     /// over the fd channel.
     async fn container_logs(container: String) -> Result<Ticket, ApiError>;
+    /// Attach to a created or running container's stdio: a ticket for its fds (with a TTY a
+    /// dup of the PTY master, for input and resizing, then an output pipe; without, stdin's
+    /// write end when the container is interactive and its stdin still open, then stdout and
+    /// stderr pipes). The container's output is teed into the pipes from now on; closing the
+    /// fds detaches without affecting it.
+    async fn container_attach(container: String) -> Result<Ticket, ApiError>;
 
     /// Start pulling an image. The ticket is for the read end of a pipe carrying
     /// [`PullEvent`]s as JSON lines; the last line says `Done` or `Failed`.

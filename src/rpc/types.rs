@@ -143,6 +143,13 @@ pub struct ContainerCreateRequest {
     pub auto_remove: bool,
     /// Published ports, `HOSTPORT:CONTAINERPORT[/tcp|udp]`.
     pub ports: Vec<String>,
+    /// Give the container a PTY (in its own devpts) as its terminal (`-t`).
+    pub tty: bool,
+    /// Keep stdin open for attachers (`-i`).
+    pub interactive: bool,
+    /// With `interactive` and no `tty`: the first attacher's end of input closes the
+    /// container's stdin (`run -i` in the foreground).
+    pub stdin_once: bool,
 }
 
 /// A container as clients see it.
@@ -170,6 +177,10 @@ pub struct ContainerInfo {
     pub auto_remove: bool,
     /// Published ports, `HOSTPORT->CONTAINERPORT/proto`.
     pub ports: Vec<String>,
+    /// Created with a PTY (`-t`).
+    pub tty: bool,
+    /// Created with stdin kept open (`-i`).
+    pub interactive: bool,
 }
 
 /// A one-time claim on file descriptors the daemon holds for a client, collected over the fd

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::shim::fdpass::{self, FdPassError};
 
 /// Protocol version; bump on any incompatible change to the enums below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest payload a peer may send; larger length prefixes are rejected before allocating.
 pub const MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
@@ -163,6 +163,18 @@ pub struct ContainerSpec {
     pub resolv_conf: Option<String>,
     /// Contents of `/etc/hosts`; `None` leaves the image's file.
     pub hosts: Option<String>,
+    /// Give the init a PTY of the container's own devpts instance as controlling terminal and
+    /// stdin/stdout/stderr; the shim keeps the master, logs its output as stdout and hands
+    /// dups of it to attachers.
+    pub tty: bool,
+    /// Keep stdin open for attachers: without `tty`, a pipe whose write end the shim holds;
+    /// with `tty`, attachers may type into the master. Else stdin is `/dev/null` (without
+    /// `tty`) and attachers get no input fd.
+    pub interactive: bool,
+    /// With `interactive` and without `tty`: the first attacher gets the shim's only stdin
+    /// write end, so the container sees end of file when that attacher closes it (Docker's
+    /// `StdinOnce`, what `run -i` wants). Later attachers get no stdin.
+    pub stdin_once: bool,
 }
 
 /// Overlayfs layout: image layers below a per-container upper dir.
@@ -266,6 +278,12 @@ pub enum ShimRequest {
     List,
     /// Run a process inside a running container; answered by `ExecStarted` with its stdio fds.
     Exec(Box<ExecSpec>),
+    /// Attach to a created or running container's stdio; answered by `Attached` with fds.
+    /// Detaching is closing them; it never affects the container.
+    Attach {
+        /// Container id.
+        id: String,
+    },
     /// Kill every container and stop the shim.
     Shutdown,
 }
@@ -300,6 +318,20 @@ pub enum ShimResponse {
         exec_id: String,
         /// Pid of the process in the shim's pid namespace.
         pid: u32,
+    },
+    /// Reply to `Attach`. The frame carries, with `SCM_RIGHTS` and in this order: with `tty`,
+    /// a dup of the PTY master (write input to it, resize with `TIOCSWINSZ`; never read it,
+    /// the shim does) and the read end of an output pipe; without `tty`, the stdin pipe's
+    /// write end (only when `stdin`), then the read ends of a stdout and a stderr pipe. The
+    /// shim tees everything the container writes from now on into the output pipes, without
+    /// blocking: a reader that falls behind by more than a pipe's capacity loses output. The
+    /// pipes end (EOF) when the container's output does, at its exit at the latest.
+    Attached {
+        /// The container has a PTY.
+        tty: bool,
+        /// Input is offered: with `tty`, the container is interactive (typing into the master
+        /// is meant to be forwarded); without, the stdin pipe's write end is among the fds.
+        stdin: bool,
     },
     /// The request failed.
     Error(ShimFailure),

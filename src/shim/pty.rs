@@ -7,6 +7,12 @@
 //! it "not a tty". The slave is opened with `TIOCGPTPEER` on the master, never by path, so no
 //! name in the container's `/dev/pts` is trusted.
 //!
+//! A container created with a TTY gets its PTY before its process even sets itself up:
+//! [`new_instance`] makes a detached devpts instance (`fsopen`/`fsmount`, the same options as the
+//! container's usual `/dev/pts`), allocates the PTY in it, and the child attaches that instance at
+//! its `/dev/pts`. So the master exists from `CreateContainer` on (an attacher can connect before
+//! `Start` and miss nothing), while `ttyname` inside still finds `/dev/pts/0`.
+//!
 //! Resizing: whoever holds the master (in the end the CLI, which receives it by fd passing)
 //! calls [`set_window_size`] on it directly; the kernel then sends `SIGWINCH` to the terminal's
 //! foreground process group. No RPC is involved.
@@ -48,6 +54,17 @@ pub enum PtyError {
         /// The OS error.
         source: io::Error,
     },
+    /// Creating the devpts instance for a container's terminal failed.
+    #[error("create a devpts instance for the container's terminal ({step}): {source}")]
+    NewInstance {
+        /// The failed step (`fsopen`, an option, `fsmount`).
+        step: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Opening `ptmx` in the new devpts instance failed.
+    #[error("open ptmx of the new devpts instance: {0}")]
+    OpenNewPtmx(#[source] io::Error),
     /// TIOCSWINSZ failed.
     #[error("set terminal window size: {0}")]
     SetWindowSize(#[source] io::Error),
@@ -89,6 +106,41 @@ pub fn open_in_root(root: impl AsFd, uid: u32) -> Result<Pty, PtyError> {
     {
         return Err(PtyError::NotPtmx);
     }
+    pair_from_master(master, uid)
+}
+
+/// Creates a detached devpts instance (options as the container's `/dev/pts`) and a PTY pair in
+/// it owned by `uid`; returns the instance's mount fd (for `move_mount`) and the pair.
+pub fn new_instance(uid: u32) -> Result<(OwnedFd, Pty), PtyError> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+    let step = |step: &'static str| {
+        move |e: rustix::io::Errno| PtyError::NewInstance { step, source: e.into() }
+    };
+    let fs =
+        rustix::mount::fsopen("devpts", FsOpenFlags::FSOPEN_CLOEXEC).map_err(step("fsopen"))?;
+    for (key, value) in [("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")] {
+        rustix::mount::fsconfig_set_string(&fs, key, value).map_err(step(key))?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(step("create"))?;
+    let mount = rustix::mount::fsmount(
+        &fs,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(step("fsmount"))?;
+    let master = rustix::fs::openat(
+        &mount,
+        "ptmx",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| PtyError::OpenNewPtmx(e.into()))?;
+    let pty = pair_from_master(master, uid)?;
+    Ok((mount, pty))
+}
+
+/// Unlocks `master` and opens its slave (never by path), owned by `uid`.
+fn pair_from_master(master: OwnedFd, uid: u32) -> Result<Pty, PtyError> {
     // grantpt is a no-op on devpts (ownership comes from the mount options); unlockpt is not.
     rustix::pty::unlockpt(&master).map_err(|e| PtyError::Unlock(e.into()))?;
     let slave = rustix::pty::ioctl_tiocgptpeer(
@@ -128,6 +180,18 @@ mod tests {
         rustix::pty::unlockpt(&master).unwrap();
         set_window_size(&master, 33, 101).unwrap();
         assert_eq!(window_size(&master).unwrap(), (33, 101));
+    }
+
+    #[test]
+    fn a_new_instance_numbers_its_first_pty_zero() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: creating a devpts instance needs root");
+            return;
+        }
+        let (mount, pty) = new_instance(0).unwrap();
+        let st = rustix::fs::fstat(&pty.slave).unwrap();
+        let entry = rustix::fs::statat(&mount, "0", rustix::fs::AtFlags::empty()).unwrap();
+        assert_eq!(st.st_rdev, entry.st_rdev);
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub enum RootfsOp {
     },
     /// Attach a tree cloned by `CloneTree` at a path.
     AttachTree {
-        /// The host path it was cloned from (for messages).
+        /// The host path it was cloned from, or what the tree is (for messages).
         source: CString,
         /// Its fd.
         fd: RawFd,
@@ -224,6 +224,9 @@ pub struct HostFds<'a> {
     pub resolv: Option<(RawFd, &'a Path)>,
     /// The host's `/sys`.
     pub sys: RawFd,
+    /// A detached devpts instance (`fsmount`) the shim made for a container with a TTY, its
+    /// PTY already allocated; attached at `/dev/pts` instead of mounting a fresh instance.
+    pub devpts: Option<RawFd>,
 }
 
 fn cstring(what: &'static str, path: &Path) -> Result<CString, RootfsError> {
@@ -344,13 +347,20 @@ pub fn plan(spec: &ContainerSpec, fds: HostFds) -> Result<Vec<RootfsOp>, RootfsE
         });
     }
     ops.push(mkdir("/dev/pts"));
-    ops.push(mount(
-        "devpts",
-        "/dev/pts",
-        Some("devpts"),
-        MS_NOSUID | MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    ));
+    match fds.devpts {
+        Some(fd) => ops.push(RootfsOp::AttachTree {
+            source: lit("the prepared devpts instance"),
+            fd,
+            target: lit("/dev/pts"),
+        }),
+        None => ops.push(mount(
+            "devpts",
+            "/dev/pts",
+            Some("devpts"),
+            MS_NOSUID | MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        )),
+    }
     ops.push(mkdir("/dev/shm"));
     ops.push(mount(
         "shm",
@@ -564,7 +574,8 @@ pub fn run_op(op: &RootfsOp) -> Result<(), Errno> {
 
 /// Attaches the detached tree on `fd` at `target`.
 fn attach(fd: RawFd, target: &CStr) -> Result<(), Errno> {
-    // SAFETY: `fd` was placed by a CloneTree step of this plan and stays open until exec.
+    // SAFETY: `fd` was placed by a CloneTree step of this plan, or is the prepared devpts mount
+    // the parent kept open for the child (in its keep list); either stays open until exec.
     let tree = unsafe { BorrowedFd::borrow_raw(fd) };
     rustix::mount::move_mount(
         tree,
@@ -607,6 +618,9 @@ pub(crate) mod tests {
             log: LogSpec { path: "/c/log".into(), max_size: 1 << 20, max_files: 2 },
             resolv_conf: None,
             hosts: None,
+            tty: false,
+            interactive: false,
+            stdin_once: false,
         }
     }
 
@@ -627,7 +641,12 @@ pub(crate) mod tests {
 
     #[test]
     fn plan_pivots_first_binds_parents_first_and_ends_read_only() {
-        let fds = HostFds { hosts: Some((7, Path::new("/state/c1/hosts"))), resolv: None, sys: 9 };
+        let fds = HostFds {
+            hosts: Some((7, Path::new("/state/c1/hosts"))),
+            resolv: None,
+            sys: 9,
+            devpts: None,
+        };
         let ops = plan(&spec(), fds).unwrap();
         assert_eq!(ops[0], RootfsOp::MakePrivate);
         assert_eq!(
@@ -655,10 +674,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_prepared_devpts_is_attached_instead_of_mounted() {
+        let fds = HostFds { hosts: None, resolv: None, sys: 3, devpts: Some(11) };
+        let ops = plan(&spec(), fds).unwrap();
+        assert!(ops.iter().any(|o| matches!(o, RootfsOp::AttachTree { fd: 11, target, .. }
+            if target.as_c_str() == c"/dev/pts")));
+        assert!(!ops.iter().any(|o| matches!(o, RootfsOp::Mount { fstype: Some(t), .. }
+            if t.as_c_str() == c"devpts")));
+    }
+
+    #[test]
     fn writable_root_skips_read_only_remount_and_dotdot_is_refused() {
         let mut s = spec();
         s.writable_paths = vec!["/".into()];
-        let fds = HostFds { hosts: None, resolv: None, sys: 3 };
+        let fds = HostFds { hosts: None, resolv: None, sys: 3, devpts: None };
         let ops = plan(&s, fds).unwrap();
         assert!(!ops.contains(&RootfsOp::RemountRootReadonly));
         s.writable_paths = vec!["/tmp/../etc".into()];

@@ -10,9 +10,13 @@
 //! by `Exec` are the shim's children too (see [`exec`]) and end in `ShimEvent::ExecExited`.
 //!
 //! Exec stdio never passes through the shim: the `ExecStarted` reply carries the PTY master or
-//! the pipe ends as fds ([`crate::shim::fdpass`]) and the shim closes its copies. Attaching to
-//! a container's *main* process stdio is not offered: its output pipes are the shim's own log
-//! feed, so handing them out would steal log lines; attach needs a tee in the shim (follow-up).
+//! the pipe ends as fds ([`crate::shim::fdpass`]) and the shim closes its copies.
+//!
+//! A container's *main* process is different: its output (pipes, or the PTY master with a TTY)
+//! is the shim's own log feed, so it is never handed out. `Attach` instead gets fresh pipes into
+//! which the shim tees every chunk it reads, before logging it, with non-blocking writes: a slow
+//! attacher loses output, it never stalls the container or its log. Input is direct: a dup of
+//! the PTY master, or of the stdin pipe's write end the shim holds for interactive containers.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -161,6 +165,10 @@ enum RequestError {
     ExecExists { id: String, exec_id: String },
     #[error("exec {exec_id} in container {id}: {source}")]
     Exec { id: String, exec_id: String, source: SpawnError },
+    #[error("container {id}: duplicate the pty master for the log reader: {source}")]
+    DupMaster { id: String, source: io::Error },
+    #[error("attach to container {id}: {what}: {source}")]
+    Attach { id: String, what: &'static str, source: io::Error },
     #[error("shim is shutting down")]
     ShuttingDown,
 }
@@ -195,9 +203,11 @@ impl RequestError {
                 FailureKind::InvalidRequest
             }
             RequestError::Spawn { .. } => FailureKind::StartFailed,
-            RequestError::WriteFile { .. } | RequestError::Log(_) | RequestError::Signal { .. } => {
-                FailureKind::Internal
-            }
+            RequestError::WriteFile { .. }
+            | RequestError::Log(_)
+            | RequestError::Signal { .. }
+            | RequestError::Attach { .. }
+            | RequestError::DupMaster { .. } => FailureKind::Internal,
         }
     }
 }
@@ -215,8 +225,41 @@ struct Container {
     proc: Created,
     status: ContainerStatus,
     outputs: [Option<Output>; 2],
+    /// Per output, the write ends of attachers' pipes (non-blocking).
+    attachers: [Vec<OwnedFd>; 2],
+    /// The container has a PTY: `outputs[0]` reads its master, lines lose the tty's `\r`.
+    tty: bool,
+    /// Input is offered to attachers.
+    interactive: bool,
+    /// The first attacher takes `stdin` instead of a dup of it.
+    stdin_once: bool,
+    /// Write end of the stdin pipe (interactive without a TTY), until handed away.
+    stdin: Option<OwnedFd>,
+    /// The PTY master (with a TTY), for attachers' dups.
+    pty_master: Option<OwnedFd>,
     log: LogWriter,
     oom_baseline: u64,
+}
+
+/// Capacity asked for each attacher's pipe: what a reader may fall behind before it loses
+/// output.
+const ATTACH_PIPE_SIZE: usize = 1 << 20;
+
+/// Writes `data` to every attacher's pipe without blocking. A full pipe loses this chunk (or its
+/// rest); a pipe whose reader is gone (the attacher detached) is dropped.
+fn tee(attachers: &mut Vec<OwnedFd>, data: &[u8]) {
+    attachers.retain(|fd| {
+        let mut rest = data;
+        while !rest.is_empty() {
+            match rustix::io::write(fd, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    });
 }
 
 struct Output {
@@ -391,7 +434,12 @@ impl Container {
             match rustix::io::read(&out.fd, &mut buf) {
                 Ok(0) => break false,
                 Ok(n) => {
-                    for (partial, text) in out.splitter.push(&buf[..n]) {
+                    tee(&mut self.attachers[i], &buf[..n]);
+                    for (partial, mut text) in out.splitter.push(&buf[..n]) {
+                        // The tty's output processing ends lines with "\r\n".
+                        if self.tty && !partial && text.last() == Some(&b'\r') {
+                            text.pop();
+                        }
                         if let Err(e) = self.log.write(out.stream, partial, &text) {
                             eprintln!("rauha-shim: container {}: {e}", self.id);
                         }
@@ -401,6 +449,8 @@ impl Container {
                 }
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => break true,
+                // A PTY master once no process holds the slave any more.
+                Err(Errno::IO) if self.tty => break false,
                 Err(e) => {
                     eprintln!("rauha-shim: container {}: read {}: {e}", self.id, out.stream.tag());
                     break false;
@@ -414,6 +464,8 @@ impl Container {
                 }
             }
             self.outputs[i] = None;
+            // Attachers see the end of this stream.
+            self.attachers[i].clear();
         }
         open
     }
@@ -593,8 +645,8 @@ impl Shim {
         }
     }
 
-    /// Handles one request; returns the reply and the fds it carries (only `ExecStarted` has
-    /// any).
+    /// Handles one request; returns the reply and the fds it carries (`ExecStarted` and
+    /// `Attached` have some).
     fn handle(&mut self, conn: usize, req: ShimRequest) -> (ShimResponse, Vec<OwnedFd>) {
         let handshaken = self.conns.get(conn).is_some_and(|c| c.handshaken);
         let no_fds = |r: ShimResponse| (r, Vec::new());
@@ -623,6 +675,7 @@ impl Shim {
                 self.containers.values().map(Container::state).collect(),
             ))),
             ShimRequest::Exec(spec) => self.exec(&spec),
+            ShimRequest::Attach { id } => self.attach(&id),
             ShimRequest::Shutdown => {
                 self.shutdown();
                 Ok(no_fds(ShimResponse::Ok))
@@ -664,6 +717,50 @@ impl Shim {
             },
             started.client_fds,
         ))
+    }
+
+    fn attach(&mut self, id: &str) -> Result<(ShimResponse, Vec<OwnedFd>), RequestError> {
+        let c = self.containers.get_mut(id).ok_or_else(|| RequestError::NotFound(id.to_owned()))?;
+        if matches!(c.status, ContainerStatus::Stopped { .. }) {
+            return Err(c.wrong_state("attach", "created or running"));
+        }
+        let fail = |what| move |source| RequestError::Attach { id: id.to_owned(), what, source };
+        let streams = if c.tty { 1 } else { 2 };
+        let mut outputs = Vec::with_capacity(streams);
+        let mut write_ends = Vec::with_capacity(streams);
+        for _ in 0..streams {
+            let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| fail("create output pipe")(e.into()))?;
+            // Only the shim's end is non-blocking; the attacher reads as it likes.
+            rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::NONBLOCK)
+                .map_err(|e| fail("configure output pipe")(e.into()))?;
+            // Best effort: a smaller pipe only means a slow reader loses output sooner.
+            let _ = rustix::pipe::fcntl_setpipe_size(&w, ATTACH_PIPE_SIZE);
+            outputs.push(r);
+            write_ends.push(w);
+        }
+        let mut fds = Vec::with_capacity(streams + 1);
+        let stdin = if c.tty {
+            if let Some(master) = &c.pty_master {
+                fds.push(master.try_clone().map_err(fail("duplicate the pty master"))?);
+            }
+            c.interactive
+        } else if c.stdin_once {
+            c.stdin.take().map(|w| fds.push(w)).is_some()
+        } else if let Some(w) = &c.stdin {
+            fds.push(w.try_clone().map_err(fail("duplicate the stdin pipe"))?);
+            true
+        } else {
+            false
+        };
+        for (i, w) in write_ends.into_iter().enumerate() {
+            // A stream that already ended gets no writer: its reader sees end of file at once.
+            if c.outputs[i].is_some() {
+                c.attachers[i].push(w);
+            }
+        }
+        fds.extend(outputs);
+        Ok((ShimResponse::Attached { tty: c.tty, stdin }, fds))
     }
 
     fn create(&mut self, spec: ContainerSpec) -> Result<ShimResponse, RequestError> {
@@ -728,10 +825,29 @@ impl Shim {
                 Output { fd, stream, splitter: LineSplitter::default() }
             })
         };
-        let outputs = [
-            output(proc.stdout.take(), Stream::Stdout),
-            output(proc.stderr.take(), Stream::Stderr),
-        ];
+        let pty_master = proc.pty_master.take();
+        let outputs = match &pty_master {
+            Some(master) => {
+                let fd = match master.try_clone() {
+                    Ok(fd) => fd,
+                    Err(source) => {
+                        spawn::abort(&proc);
+                        return Err(RequestError::DupMaster { id: spec.id.clone(), source });
+                    }
+                };
+                // Left blocking: O_NONBLOCK would be shared with every attacher's dup (one open
+                // file); the shim reads once per poll readiness, which does not block.
+                [
+                    Some(Output { fd, stream: Stream::Stdout, splitter: LineSplitter::default() }),
+                    None,
+                ]
+            }
+            None => [
+                output(proc.stdout.take(), Stream::Stdout),
+                output(proc.stderr.take(), Stream::Stderr),
+            ],
+        };
+        let stdin = proc.stdin.take();
         self.containers.insert(
             spec.id.clone(),
             Container {
@@ -745,6 +861,12 @@ impl Shim {
                 proc,
                 status: ContainerStatus::Created,
                 outputs,
+                attachers: Default::default(),
+                tty: spec.tty,
+                interactive: spec.interactive,
+                stdin_once: spec.stdin_once,
+                stdin,
+                pty_master,
                 log,
                 oom_baseline,
             },
@@ -868,6 +990,10 @@ impl Shim {
             return;
         }
         c.drain();
+        // Attachers see end of file; input has nobody left to read it.
+        c.attachers = Default::default();
+        c.stdin = None;
+        c.pty_master = None;
         let oom_killed = oom_kills(&c.cgroup) > c.oom_baseline;
         let finished_at = SystemTime::now();
         c.status = ContainerStatus::Stopped { status: exit, oom_killed, finished_at };

@@ -40,7 +40,7 @@ use crate::enforce::seccomp::{self, SeccompError, SeccompProgram};
 use crate::shim::caps::{self, CapPlan, CapsError};
 use crate::shim::layers::{Layers, LayersError};
 use crate::shim::protocol::ContainerSpec;
-use crate::shim::pty::PtyError;
+use crate::shim::pty::{self, PtyError};
 use crate::shim::rootfs::{self, HostFds, RootfsError, RootfsOp};
 
 /// An OS error number with a lowercase message (`no such file or directory`).
@@ -527,15 +527,35 @@ struct Prepared {
     signals: SignalReset,
     keep_fds: Vec<RawFd>,
     // Child-side fds; the parent closes its copies when this struct drops after clone3.
-    devnull: OwnedFd,
-    stdout_w: OwnedFd,
-    stderr_w: OwnedFd,
+    stdio: InitStdio,
+    /// The detached devpts instance holding the TTY's pair, attached at `/dev/pts` by the
+    /// rootfs plan (only with a TTY).
+    _devpts: Option<OwnedFd>,
     sync_r: OwnedFd,
     err_w: OwnedFd,
     netns: Option<OwnedFd>,
     _hosts: Option<OwnedFd>,
     _resolv: Option<OwnedFd>,
     _sys: OwnedFd,
+}
+
+/// The init's side of its stdio.
+enum InitStdio {
+    /// Separate stdin (`/dev/null` or a pipe the shim writes), stdout and stderr pipes.
+    Pipes { stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd },
+    /// The PTY slave: a session of its own with this as controlling terminal, and fds 0-2.
+    Tty(OwnedFd),
+}
+
+impl InitStdio {
+    fn raw_fds(&self) -> Vec<RawFd> {
+        match self {
+            InitStdio::Pipes { stdin, stdout, stderr } => {
+                vec![stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()]
+            }
+            InitStdio::Tty(slave) => vec![slave.as_raw_fd()],
+        }
+    }
 }
 
 /// A cloned container process waiting to be started.
@@ -549,6 +569,11 @@ pub struct Created {
     pub stdout: Option<OwnedFd>,
     /// Read end of the container's stderr (taken by the server).
     pub stderr: Option<OwnedFd>,
+    /// Write end of the container's stdin pipe, when interactive without a TTY (taken by the
+    /// server).
+    pub stdin: Option<OwnedFd>,
+    /// The PTY master, with a TTY (taken by the server): the container's output and input.
+    pub pty_master: Option<OwnedFd>,
     sync_w: Option<OwnedFd>,
     err_r: Option<OwnedFd>,
     ctx: Context,
@@ -613,6 +638,9 @@ pub(crate) struct CloneArgs {
 
 /// Creates the container process: cloned into new mount, pid, uts and ipc namespaces and its
 /// cgroup2 node, then written into its v1 cgroups; it waits for [`start`].
+///
+/// With `spec.tty` its PTY is allocated here, in a devpts instance the child attaches at
+/// `/dev/pts` ([`pty::new_instance`]), so the master exists before the process starts.
 pub fn create(
     spec: &ContainerSpec,
     files: &ContainerFiles,
@@ -629,9 +657,22 @@ pub fn create(
 
     let (sync_r, sync_w) = pipe("sync")?;
     let (err_r, err_w) = pipe("error")?;
-    let (stdout_r, stdout_w) = pipe("stdout")?;
-    let (stderr_r, stderr_w) = pipe("stderr")?;
-    let devnull = open(Path::new("/dev/null"), OFlags::RDWR)?;
+    // The shim's ends: (stdout, stderr, stdin, pty master).
+    let (stdio, devpts, (stdout_r, stderr_r, stdin_w, pty_master)) = if spec.tty {
+        let (devpts, pty) = pty::new_instance(spec.uid)?;
+        (InitStdio::Tty(pty.slave), Some(devpts), (None, None, None, Some(pty.master)))
+    } else {
+        let (stdout_r, stdout) = pipe("stdout")?;
+        let (stderr_r, stderr) = pipe("stderr")?;
+        let (stdin, stdin_w) = if spec.interactive {
+            let (r, w) = pipe("stdin")?;
+            (r, Some(w))
+        } else {
+            (open(Path::new("/dev/null"), OFlags::RDONLY)?, None)
+        };
+        let stdio = InitStdio::Pipes { stdin, stdout, stderr };
+        (stdio, None, (Some(stdout_r), Some(stderr_r), stdin_w, None))
+    };
     let netns = match &spec.netns_path {
         Some(p) => Some(open(p, OFlags::RDONLY)?),
         None => None,
@@ -656,13 +697,16 @@ pub fn create(
             .zip(files.resolv_conf.as_deref())
             .map(|(fd, p)| (fd.as_raw_fd(), p)),
         sys: sys.as_raw_fd(),
+        devpts: devpts.as_ref().map(AsRawFd::as_raw_fd),
     };
     let rootfs_ops = rootfs::plan(spec, host_fds)?;
     let cmd = prepare_command(&spec.args, &spec.env)?;
 
-    let mut keep_fds: Vec<RawFd> = [&devnull, &stdout_w, &stderr_w, &sync_r, &err_w, &sys]
+    let mut keep_fds: Vec<RawFd> = [&sync_r, &err_w, &sys]
         .iter()
         .map(|f| f.as_raw_fd())
+        .chain(stdio.raw_fds())
+        .chain(devpts.iter().map(AsRawFd::as_raw_fd))
         .chain(netns.iter().map(AsRawFd::as_raw_fd))
         .chain(hosts.iter().map(AsRawFd::as_raw_fd))
         .chain(resolv.iter().map(AsRawFd::as_raw_fd))
@@ -677,9 +721,8 @@ pub fn create(
         rootfs: rootfs_ops,
         signals: prepare_signal_reset(),
         keep_fds,
-        devnull,
-        stdout_w,
-        stderr_w,
+        stdio,
+        _devpts: devpts,
         sync_r,
         err_w,
         netns,
@@ -749,8 +792,10 @@ pub fn create(
     let created = Created {
         pid,
         pidfd,
-        stdout: Some(stdout_r),
-        stderr: Some(stderr_r),
+        stdout: stdout_r,
+        stderr: stderr_r,
+        stdin: stdin_w,
+        pty_master,
         sync_w: Some(sync_w),
         err_r: Some(err_r),
         ctx,
@@ -1001,9 +1046,21 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
 
     reset_signals(&p.signals)?;
 
-    step(Step::Stdio, rustix::stdio::dup2_stdin(&p.devnull))?;
-    step(Step::Stdio, rustix::stdio::dup2_stdout(&p.stdout_w))?;
-    step(Step::Stdio, rustix::stdio::dup2_stderr(&p.stderr_w))?;
+    let (stdin, stdout, stderr) = match &p.stdio {
+        InitStdio::Tty(slave) => {
+            // A session of its own, so the PTY can become its controlling terminal: job
+            // control, ^C and SIGWINCH on resize then reach the container's foreground group.
+            step(Step::Session, rustix::process::setsid())?;
+            step(Step::ControllingTerminal, rustix::process::ioctl_tiocsctty(slave))?;
+            (slave.as_fd(), slave.as_fd(), slave.as_fd())
+        }
+        InitStdio::Pipes { stdin, stdout, stderr } => {
+            (stdin.as_fd(), stdout.as_fd(), stderr.as_fd())
+        }
+    };
+    step(Step::Stdio, rustix::stdio::dup2_stdin(stdin))?;
+    step(Step::Stdio, rustix::stdio::dup2_stdout(stdout))?;
+    step(Step::Stdio, rustix::stdio::dup2_stderr(stderr))?;
 
     if let Some(ns) = &p.netns {
         step(

@@ -91,7 +91,9 @@ impl StoredZone {
 #[derive(Serialize, Deserialize)]
 pub(super) enum StoredContainer {
     V1(ContainerV1),
-    V2(Container),
+    V2(ContainerV2),
+    /// Adds `tty` and `interactive`.
+    V3(Container),
 }
 
 /// Layout 1 of a container record: before published ports.
@@ -111,9 +113,27 @@ pub(super) struct ContainerV1 {
     auto_remove: bool,
 }
 
+/// Layout 2 of a container record: published ports, before `tty` and `interactive`.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ContainerV2 {
+    id: Uuid,
+    name: String,
+    zone_id: Uuid,
+    image: String,
+    image_digest: String,
+    args: Vec<String>,
+    state: crate::container::ContainerState,
+    pid: u32,
+    created_at: Timestamp,
+    started_at: Option<Timestamp>,
+    exit: Option<crate::container::ExitInfo>,
+    auto_remove: bool,
+    ports: Vec<crate::net::PortMapping>,
+}
+
 impl StoredContainer {
     pub(super) fn from_current(container: &Container) -> Self {
-        Self::V2(container.clone())
+        Self::V3(container.clone())
     }
 
     pub(super) fn into_current(self) -> Container {
@@ -132,8 +152,60 @@ impl StoredContainer {
                 exit: v1.exit,
                 auto_remove: v1.auto_remove,
                 ports: Vec::new(),
+                tty: false,
+                interactive: false,
             },
-            Self::V2(container) => container,
+            Self::V2(v2) => Container {
+                id: v2.id,
+                name: v2.name,
+                zone_id: v2.zone_id,
+                image: v2.image,
+                image_digest: v2.image_digest,
+                args: v2.args,
+                state: v2.state,
+                pid: v2.pid,
+                created_at: v2.created_at,
+                started_at: v2.started_at,
+                exit: v2.exit,
+                auto_remove: v2.auto_remove,
+                ports: v2.ports,
+                tty: false,
+                interactive: false,
+            },
+            Self::V3(container) => container,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::ContainerState;
+    use crate::net::{PortMapping, Proto};
+
+    #[test]
+    fn containers_stored_before_tty_load_without_one() {
+        let v2 = StoredContainer::V2(ContainerV2 {
+            id: Uuid::nil(),
+            name: "old".into(),
+            zone_id: Uuid::nil(),
+            image: "busybox".into(),
+            image_digest: "sha256:0".into(),
+            args: vec!["sh".into()],
+            state: ContainerState::Stopped,
+            pid: 0,
+            created_at: Timestamp::UNIX_EPOCH,
+            started_at: None,
+            exit: None,
+            auto_remove: true,
+            ports: vec![PortMapping { host_port: 8080, container_port: 80, proto: Proto::Tcp }],
+        });
+        let bytes = postcard::to_stdvec(&v2).unwrap();
+        let loaded = postcard::from_bytes::<StoredContainer>(&bytes).unwrap().into_current();
+        assert_eq!(
+            (loaded.name.as_str(), loaded.auto_remove, loaded.ports.len()),
+            ("old", true, 1)
+        );
+        assert!(!loaded.tty && !loaded.interactive);
     }
 }
