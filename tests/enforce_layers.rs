@@ -45,16 +45,27 @@ mod common {
     /// Runs `program args` with `setup` called in the child between fork and exec.
     pub fn run_with<F>(program: &str, args: &[&str], setup: F) -> io::Result<Output>
     where
-        F: FnMut() -> io::Result<()> + Send + Sync + 'static,
+        F: FnMut() -> io::Result<()> + Clone + Send + Sync + 'static,
     {
-        let mut cmd = Command::new(program);
-        cmd.args(args).stdin(Stdio::null());
-        // SAFETY: every closure passed here only makes raw syscalls on memory prepared before the
-        // fork (the layers' child-side apply functions), as the enforce module requires.
-        unsafe {
-            cmd.pre_exec(setup);
+        // Tests copy busybox into their trees while other tests fork: a copy whose write fd a
+        // concurrent fork inherited is briefly "text file busy". Retry that, nothing else.
+        let mut attempts = 0;
+        loop {
+            let mut cmd = Command::new(program);
+            cmd.args(args).stdin(Stdio::null());
+            // SAFETY: every closure passed here only makes raw syscalls on memory prepared before
+            // the fork (the layers' child-side apply functions), as the enforce module requires.
+            unsafe {
+                cmd.pre_exec(setup.clone());
+            }
+            match cmd.output() {
+                Err(error) if error.raw_os_error() == Some(26) && attempts < 50 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => return result,
+            }
         }
-        cmd.output()
     }
 
     /// The errno a probe returned in the child, carried back through std's spawn error pipe:
