@@ -66,7 +66,7 @@ setup_zones() {
 
 run_containers() {
     rauha run -d --zone a --name a1 busybox sleep 1000 > /dev/null &&
-        rauha run -d --zone b --name b1 busybox sh -c 'nc -lk -p 8080 -e true' > /dev/null &&
+        rauha run -d --zone b --name b1 busybox sh -c 'nc -ll -p 8080 -e true' > /dev/null &&
         i=0 && while [ -z "$(container_pid "$b_id")" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done &&
         a_pid=$(container_pid "$a_id") && b_pid=$(container_pid "$b_id") &&
         [ -n "$a_pid" ] && [ -n "$b_pid" ] && echo "pids a1=$a_pid b1=$b_pid"
@@ -126,8 +126,8 @@ deny_events() { # the deny events seen so far, one per line: deny.HOOK zone=Z ..
         harness) grep '^deny\.' /tmp/harness.log ;;
     esac
 }
-event_seen() { # event_seen HOOK ZONE_ID
-    deny_events | grep -qE "deny\.$1 .*zone=$2( |\$)" || {
+event_seen() { # event_seen HOOK ZONE_ID ZONE_NAME (the zone may be shown by id or by name)
+    deny_events | grep -qE "deny\.$1 .*zone=($2|$3)( |\$)" || {
         echo "no deny.$1 event from zone $2; events: $(deny_events | tr '\n' ';')"
         return 1
     }
@@ -219,11 +219,11 @@ run_checks() {
         denied lsm-socket_connect-cross-zone in_zone "$cg/zone-$a_id/probe" "nc -w 2 $b_ip 8080 < /dev/null"
         check lsm-same-zone-allowed same_all
         check lsm-host-allowed host_all
-        check event-file_open event_seen file_open "$a_id"
-        check event-task_kill event_seen task_kill "$a_id"
-        check event-ptrace event_seen ptrace_access_check "$a_id"
-        check event-cgroup_procs event_seen cgroup_procs "$a_id"
-        check event-socket_connect event_seen socket_connect "$a_id"
+        check event-file_open event_seen file_open "$a_id" a
+        check event-task_kill event_seen task_kill "$a_id" a
+        check event-ptrace event_seen ptrace_access_check "$a_id" a
+        check event-cgroup_procs event_seen cgroup_procs "$a_id" a
+        check event-socket_connect event_seen socket_connect "$a_id" a
         check comms-allowed-live allow_comms_live
         check lsm-bench lsm_bench
         cat /tmp/bench.txt 2>/dev/null

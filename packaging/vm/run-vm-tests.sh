@@ -11,7 +11,8 @@
 #   RAUHA_VM_TIMEOUT=240          seconds per VM
 #   RAUHA_VM_LSM_HARNESS=PATH     static stand-in for the daemon's LSM integration (until it
 #                                 lands; packaging/vm/lsm-harness)
-#   RAUHA_VM_KEEP=DIR             keep console logs and initramfs images in DIR
+#   RAUHA_VM_KEEP=DIR             keep the console logs in DIR
+#   RAUHA_VM_BENCH_OUT=FILE       write the LSM cost measured in each VM as a markdown table
 # Downloads (kernels, QEMU) come from Debian's archive with apt-get download and are cached in
 # ~/.cache/rauha/vm; nothing is installed and the machine's apt sources are not touched.
 set -euo pipefail
@@ -113,4 +114,28 @@ failed=0
 for i in "${!pids[@]}"; do
     wait "${pids[$i]}" || { failed=1; log "${names[$i]} failed"; }
 done
-[ "$failed" = 0 ] && log "all VMs passed" || { log "VM tests failed"; exit 1; }
+[ "$failed" = 0 ] || { log "VM tests failed"; exit 1; }
+log "all VMs passed"
+
+# BENCH with_lsm open_ns=A exec_ns=B ... / BENCH without_lsm ... → one table row per kernel.
+if [ -n "${RAUHA_VM_BENCH_OUT:-}" ]; then
+    {
+        echo "| kernel | open+close, ns (with / without LSM) | ratio | fork+exec, ns (with / without) | ratio |"
+        echo "|---|---|---|---|---|"
+        for series in $kernels; do
+            python3 - "$work/lsm-$series.log.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+kernel = re.search(r"^SUMMARY .* kernel=(\S+)", text, re.M).group(1)
+rows = {m.group(1): dict(kv.split("=") for kv in m.group(2).split())
+        for m in re.finditer(r"^BENCH (with_lsm|without_lsm) (.*)$", text, re.M)}
+w, wo = rows["with_lsm"], rows["without_lsm"]
+o = int(w["open_ns"]) / int(wo["open_ns"])
+e = int(w["exec_ns"]) / int(wo["exec_ns"])
+print(f"| {kernel} | {w['open_ns']} / {wo['open_ns']} (n={w['open_n']}) | {o:.3f} "
+      f"| {w['exec_ns']} / {wo['exec_ns']} (n={w['exec_n']}) | {e:.3f} |")
+PY
+        done
+    } > "$RAUHA_VM_BENCH_OUT"
+    log "LSM cost written to $RAUHA_VM_BENCH_OUT"
+fi
