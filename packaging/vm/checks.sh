@@ -101,6 +101,8 @@ lsm_attach() {
     case $lsm_driver in
         daemon) return 0 ;;
         harness)
+            # the cost baseline, before any LSM program is attached
+            bench > /tmp/bench-before.txt 2>&1 || { cat /tmp/bench-before.txt; return 1; }
             mkfifo /run/harness.in
             # zone nodes sit at depth 2: /sys/fs/cgroup/rauha/zone-N
             rauha-lsm-harness serve 2 < /run/harness.in > /tmp/harness.log 2>&1 &
@@ -151,11 +153,11 @@ same_kill() { in_zone "$cg/zone-$a_id/probe" "kill -0 $a_pid"; }
 same_ptrace() { in_zone "$cg/zone-$a_id/probe" ": < /proc/$a_pid/environ"; }
 same_cgroup_procs() { in_zone "$cg/zone-$a_id/probe" "echo \$\$ > $cg/zone-$a_id/probe2/cgroup.procs"; }
 same_all() { same_file_open && same_exec && same_kill && same_ptrace && same_cgroup_procs; }
-host_all() {
+host_all() ( # a subshell: a failed redirection on `:` ends only it
     : < "/proc/$b_pid/root/etc/passwd" && "/proc/$b_pid/root/bin/busybox" true &&
         kill -0 "$b_pid" && : < "/proc/$b_pid/environ" &&
         sh -c "echo \$\$ > $cg/zone-$b_id/probe/cgroup.procs" && nc -w 2 "$b_ip" 8080 < /dev/null
-}
+)
 # Every attack succeeds while no LSM layer is there (the probes bypass the always-on layers).
 probes_all_succeed() {
     probe_file_open && probe_exec && probe_kill && probe_ptrace && probe_cgroup_procs && probe_connect
@@ -167,7 +169,7 @@ lsm_unavailable() { lsm_probe > /tmp/lsm.txt 2>&1 && grep -qi 'unavailable' /tmp
 # The open/close and exec cost of the LSM layer for a zone task (harness only).
 bench() {
     rauha-lsm-harness bench "$cg/zone-$a_id/bench" "/proc/$a_pid/root/etc/passwd" \
-        "/proc/$a_pid/root/bin/busybox" 20000
+        "/proc/$a_pid/root/bin/busybox" 4000
 }
 
 run_checks() {
@@ -179,7 +181,7 @@ run_checks() {
     done
     plan=12
     if [ "$lsm_mode" != pending ]; then
-        if [ "$expect_lsm" = 1 ]; then plan=29; else plan=13; fi
+        if [ "$expect_lsm" = 0 ]; then plan=13; elif [ "$lsm_mode" = harness ]; then plan=29; else plan=28; fi
     fi
     echo
     echo "PLAN $plan"
@@ -199,8 +201,8 @@ run_checks() {
     # Each prints one word from inside container a1; only the expected word passes (so a
     # broken exec cannot pass as "denied").
     check always-on-pid-ns in_a1 hidden "kill -0 $b_pid 2>/dev/null || [ -e /proc/$b_pid ] && echo visible || echo hidden"
-    check always-on-files in_a1 refused ": < /proc/$b_pid/root/etc/passwd 2>/dev/null && echo opened || echo refused"
-    check always-on-cgroupfs-ro in_a1 refused "echo 1 > /sys/fs/cgroup/cgroup.procs 2>/dev/null && echo moved || echo refused"
+    check always-on-files in_a1 refused "(: 2>/dev/null < /proc/$b_pid/root/etc/passwd) 2>/dev/null && echo opened || echo refused"
+    check always-on-cgroupfs-ro in_a1 refused "(echo 1 > /sys/fs/cgroup/cgroup.procs) 2>/dev/null && echo moved || echo refused"
     check always-on-net-isolated in_a1 blocked "nc -w 2 $b_ip 8080 < /dev/null 2>/dev/null && echo connected || echo blocked"
     # Without an LSM layer the privileged probes get through: they are real attacks.
     check probes-allowed-without-lsm probes_all_succeed
@@ -225,8 +227,12 @@ run_checks() {
         check event-cgroup_procs event_seen cgroup_procs "$a_id" a
         check event-socket_connect event_seen socket_connect "$a_id" a
         check comms-allowed-live allow_comms_live
-        check lsm-bench lsm_bench
-        cat /tmp/bench.txt 2>/dev/null
+        if [ "$lsm_mode" = harness ]; then
+            check lsm-bench lsm_bench
+            cat /tmp/bench.txt
+        else
+            echo "PENDING lsm-bench: the daemon's programs cannot be detached for a baseline"
+        fi
     else
         lsm_driver=$lsm_mode
         check lsm-reported-unavailable lsm_unavailable
@@ -263,6 +269,7 @@ lsm_bench() {
     with=$(bench) || { echo "$with"; return 1; }
     lsm_detach || return 1
     without=$(bench) || { echo "$without"; return 1; }
-    echo "BENCH with_lsm $with" > /tmp/bench.txt
-    echo "BENCH without_lsm $without" >> /tmp/bench.txt
+    echo "BENCH without_lsm_before $(cat /tmp/bench-before.txt)" > /tmp/bench.txt
+    echo "BENCH with_lsm $with" >> /tmp/bench.txt
+    echo "BENCH without_lsm_after $without" >> /tmp/bench.txt
 }

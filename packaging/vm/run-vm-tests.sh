@@ -120,7 +120,7 @@ log "all VMs passed"
 # BENCH with_lsm open_ns=A exec_ns=B ... / BENCH without_lsm ... → one table row per kernel.
 if [ -n "${RAUHA_VM_BENCH_OUT:-}" ]; then
     {
-        echo "| kernel | open+close, ns (with / without LSM) | ratio | fork+exec, ns (with / without) | ratio |"
+        echo "| kernel | open+close, ns: with LSM / without (before attach, after detach) | ratio | fork+exec, ns: with / without (before, after) | ratio |"
         echo "|---|---|---|---|---|"
         for series in $kernels; do
             python3 - "$work/lsm-$series.log.txt" <<'PY'
@@ -128,12 +128,15 @@ import re, sys
 text = open(sys.argv[1]).read()
 kernel = re.search(r"^SUMMARY .* kernel=(\S+)", text, re.M).group(1)
 rows = {m.group(1): dict(kv.split("=") for kv in m.group(2).split())
-        for m in re.finditer(r"^BENCH (with_lsm|without_lsm) (.*)$", text, re.M)}
-w, wo = rows["with_lsm"], rows["without_lsm"]
-o = int(w["open_ns"]) / int(wo["open_ns"])
-e = int(w["exec_ns"]) / int(wo["exec_ns"])
-print(f"| {kernel} | {w['open_ns']} / {wo['open_ns']} (n={w['open_n']}) | {o:.3f} "
-      f"| {w['exec_ns']} / {wo['exec_ns']} (n={w['exec_n']}) | {e:.3f} |")
+        for m in re.finditer(r"^BENCH (with_lsm|without_lsm_before|without_lsm_after) (.*)$",
+                             text, re.M)}
+w, b, a = rows["with_lsm"], rows["without_lsm_before"], rows["without_lsm_after"]
+def cell(key):
+    base = (int(b[key]) + int(a[key])) / 2
+    return f"{int(w[key])} / {b[key]}, {a[key]}", f"{int(w[key]) / base:.2f}"
+o, oratio = cell("open_ns")
+e, eratio = cell("exec_ns")
+print(f"| {kernel} | {o} | {oratio} | {e} | {eratio} |")
 PY
         done
     } > "$RAUHA_VM_BENCH_OUT"

@@ -114,7 +114,7 @@ fn bench(cgroup: &str, file: &str, exe: &str, n: &str) -> Result<(), String> {
         drop(std::fs::File::open(file).map_err(|e| format!("open {file}: {e}"))?);
     }
     let open_ns = start.elapsed().as_nanos() / u128::from(n);
-    let exec_n = (n / 20).max(1);
+    let exec_n = (n / 40).max(1);
     let start = Instant::now();
     for _ in 0..exec_n {
         let status = Command::new(exe).arg("true").status().map_err(|e| format!("exec {exe}: {e}"))?;
