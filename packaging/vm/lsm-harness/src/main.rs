@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         }
         ["serve", level] => serve(level),
         ["bench", cgroup, file, exe, n] => bench(cgroup, file, exe, n),
-        _ => Err("usage: rauha-lsm-harness probe | serve ZONE_LEVEL | bench CGROUP FILE EXE N".into()),
+        _ => {
+            Err("usage: rauha-lsm-harness probe | serve ZONE_LEVEL | bench CGROUP FILE EXE N"
+                .into())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,7 +88,9 @@ fn serve(level: &str) -> Result<(), String> {
                 .parse()
                 .map_err(|e| format!("{addr}: {e}"))
                 .and_then(|ip| l.set_zone_ip(ip, parse(id)?).map_err(|e| e.to_string())),
-            (Some(l), ["allow", a, b]) => l.allow_comm(parse(a)?, parse(b)?).map_err(|e| e.to_string()),
+            (Some(l), ["allow", a, b]) => {
+                l.allow_comm(parse(a)?, parse(b)?).map_err(|e| e.to_string())
+            }
             (Some(l), ["revoke", a, b]) => {
                 l.revoke_comm(parse(a)?, parse(b)?).map_err(|e| e.to_string())
             }
