@@ -9,6 +9,9 @@ set -euo pipefail
 cache=${RAUHA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rauha}/vm
 mkdir -p "$cache"
 log() { echo "vm-fetch: $*" >&2; }
+# The download and extraction directory of this run; removed however the run ends.
+tmp=""
+trap 'rm -rf "$tmp"' EXIT
 
 # A private apt configuration (sources, lists, cache) for bookworm-backports, used only when
 # the machine's sources do not carry a 6.12 cloud kernel.
@@ -47,7 +50,7 @@ kernel() {
         package=$(newest "${apt_opts[@]}")
     fi
     [ -n "$package" ] || { log "no package matches $pattern (apt-get update?)"; return 1; }
-    local dir=$cache/kernel-$series-${package#linux-image-} tmp
+    local dir=$cache/kernel-$series-${package#linux-image-}
     tmp=$(mktemp -d "$cache/tmp.XXXXXX")
     log "downloading $package"
     (cd "$tmp" && apt-get -o APT::Sandbox::User=root "${apt_opts[@]}" download -qq "$package" >&2)
@@ -92,7 +95,6 @@ qemu() {
         ln -sf "$(command -v qemu-system-x86_64)" "$dir/bin/qemu-system-x86_64"
         echo "$dir"; return
     fi
-    local tmp
     tmp=$(mktemp -d "$cache/tmp.XXXXXX")
     # The emulator, its data (firmware option ROMs), the BIOS, and every library dependency
     # the machine does not have at all. Installed libraries are used as they are.
