@@ -89,7 +89,8 @@ harness_cmd() { # harness_cmd LINE: send one command to the harness and wait for
 }
 lsm_probe() {
     if [ "$lsm_driver" = daemon ]; then
-        grep -i lsm /tmp/info.txt
+        # `rauha info`: "  lsm: active" or "  lsm: unavailable (REASON)"
+        grep '^  lsm: ' /tmp/info.txt
     elif [ -x /usr/bin/rauha-lsm-harness ]; then
         rauha-lsm-harness probe
     else
@@ -124,7 +125,8 @@ lsm_attach() {
 lsm_detach() { [ $lsm_driver = harness ] && harness_cmd detach; }
 deny_events() { # the deny events seen so far, one per line: deny.HOOK zone=Z ...
     case $lsm_driver in
-        daemon) rauha events 2>&1 | grep 'deny\.' ;;
+        # `rauha events`: "TIME TYPE ZONE MESSAGE" → "deny.HOOK zone=ZONE MESSAGE"
+        daemon) rauha events 2>&1 | awk '$2 ~ /^deny\./ { t = $2; z = $3; $1 = $2 = $3 = ""; print t, "zone=" z, $0 }' ;;
         harness) grep '^deny\.' /tmp/harness.log ;;
     esac
 }
@@ -163,7 +165,7 @@ probes_all_succeed() {
     probe_file_open && probe_exec && probe_kill && probe_ptrace && probe_cgroup_procs && probe_connect
 }
 
-lsm_available() { lsm_probe > /tmp/lsm.txt 2>&1 && grep -qi 'available\|active' /tmp/lsm.txt && ! grep -qi 'unavailable' /tmp/lsm.txt; }
+lsm_available() { lsm_probe > /tmp/lsm.txt 2>&1 && grep -qi 'available\|active' /tmp/lsm.txt && ! grep -qi 'unavailable' /tmp/lsm.txt || { cat /tmp/lsm.txt; return 1; }; }
 lsm_unavailable() { lsm_probe > /tmp/lsm.txt 2>&1 && grep -qi 'unavailable' /tmp/lsm.txt && grep -qi 'bpf' /tmp/lsm.txt; }
 
 # The open/close and exec cost of the LSM layer for a zone task (harness only).
