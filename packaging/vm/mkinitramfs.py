@@ -175,6 +175,9 @@ def main():
                 cpio.symlink(applet, "/bin/busybox")
         cpio.copy("usr/bin/rauha", args.rauha)
         cpio.symlink("usr/bin/rauhad", "rauha")
+        # none for the static release build; a dev build brings its libraries along
+        for lib in shared_libraries(args.rauha):
+            cpio.copy(lib, os.path.realpath(lib))
         for spec in args.dynamic:
             src, dest = spec.split("=", 1)
             cpio.copy(dest, src)
