@@ -8,6 +8,8 @@ packages=(
     nftables iproute2
     # tests: container images are built from static busybox and served by a real registry
     busybox-static docker-registry skopeo umoci
+    # VM tests (packaging/vm): initramfs writer, kernel module decompression
+    python3 xz-utils zstd
 )
 missing=()
 for package in "${packages[@]}"; do
