@@ -68,6 +68,9 @@ fn spec() -> ContainerSpec {
         log: LogSpec { path: "/l".into(), max_size: 1, max_files: 1 },
         resolv_conf: None,
         hosts: None,
+        tty: false,
+        interactive: false,
+        stdin_once: false,
     }
 }
 
