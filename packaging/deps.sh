@@ -10,6 +10,8 @@ packages=(
     busybox-static docker-registry skopeo umoci
     # VM tests (packaging/vm): initramfs writer, kernel module decompression
     python3 xz-utils zstd
+    # benchmarks compare against these runtimes
+    runc crun
 )
 missing=()
 for package in "${packages[@]}"; do
