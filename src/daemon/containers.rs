@@ -432,6 +432,13 @@ impl Daemon {
             })?
             .unwrap_or(container);
         started?;
+        if current.state == ContainerState::Running {
+            let registered =
+                self.bpf.register_root(&current.id.to_string(), current.pid, zone.numeric_id);
+            if let Err(error) = registered {
+                tracing::error!(%error, container = %current.name, "register the container's files with the lsm layer");
+            }
+        }
         tracing::info!(container = %current.name, "container started");
         self.events.publish(
             &zone.name,
@@ -740,6 +747,7 @@ impl Daemon {
             .map(|z| z.name.clone())
             .unwrap_or_default();
         let (oom_killed, code) = (exit.oom_killed, exit.code);
+        self.bpf.forget_root(&id.to_string());
         let stop = |c: &mut Container| {
             c.state = ContainerState::Stopped;
             c.pid = 0;
@@ -798,7 +806,15 @@ impl Daemon {
                     continue;
                 }
                 match states.get(&container.id.to_string()) {
-                    Some(ContainerStatus::Running) | Some(ContainerStatus::Created) => {}
+                    Some(ContainerStatus::Running) => {
+                        let id = container.id.to_string();
+                        if let Err(error) =
+                            self.bpf.register_root(&id, container.pid, zone.numeric_id)
+                        {
+                            tracing::error!(%error, container = %container.name, "register the container's files with the lsm layer");
+                        }
+                    }
+                    Some(ContainerStatus::Created) => {}
                     Some(ContainerStatus::Stopped { status, oom_killed, finished_at }) => {
                         self.record_exit(
                             container.id,

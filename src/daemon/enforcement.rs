@@ -66,6 +66,11 @@ pub struct BpfEnforcement {
     /// LSM allowed-comms pairs currently in the map.
     comms: Mutex<BTreeSet<(u32, u32)>>,
     consumer: Mutex<Option<EventConsumer>>,
+    /// Root filesystems (overlay superblocks) of running containers in the LSM map, by
+    /// container id, so an exit removes the entry before the kernel reuses the device number.
+    roots: Mutex<HashMap<String, u32>>,
+    /// Zone bridge addresses in the LSM map (destination zone of `socket_connect`).
+    addresses: Mutex<HashMap<IpAddr, u32>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,6 +129,8 @@ impl BpfEnforcement {
             spare: Arc::new(Mutex::new(spare)),
             comms: Mutex::new(BTreeSet::new()),
             consumer: Mutex::new(None),
+            roots: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(HashMap::new()),
         }
     }
 
@@ -215,6 +222,27 @@ impl BpfEnforcement {
         Ok(())
     }
 
+    /// Tell the LSM layer that the files of a running container (its overlay root, found
+    /// through its init's `/proc/PID/root`) belong to `zone_id`.
+    pub fn register_root(&self, container: &str, pid: u32, zone_id: u32) -> Result<(), BpfError> {
+        let Some(lsm) = &self.lsm else { return Ok(()) };
+        let dev = crate::enforce::bpf::superblock_dev(Path::new(&format!("/proc/{pid}/root")))?;
+        lsm.set_superblock_zone(dev, zone_id)?;
+        lock(&self.roots).insert(container.to_owned(), dev);
+        Ok(())
+    }
+
+    /// Forget a container's root filesystem (it stopped; its overlay goes with its mount
+    /// namespace).
+    pub fn forget_root(&self, container: &str) {
+        let dev = lock(&self.roots).remove(container);
+        if let (Some(lsm), Some(dev)) = (&self.lsm, dev)
+            && let Err(error) = lsm.remove_superblock(dev)
+        {
+            tracing::warn!(%error, container, "forget container root in the lsm map");
+        }
+    }
+
     /// Loads the next spare on a thread of its own, off the request path.
     fn refill_spare(&self) {
         if !self.cgroup_active() || lock(&self.spare).is_some() {
@@ -304,6 +332,7 @@ impl BpfEnforcement {
         let pairs = bpf_policy::allowed_comms(&entries);
         let address: HashMap<u32, IpAddr> =
             zones.iter().filter_map(|z| z.address.map(|a| (z.numeric_id, IpAddr::V4(a)))).collect();
+        self.sync_addresses(&address)?;
         let mut changed = 0;
         for &(id, _, _) in &entries {
             let mut wanted: Vec<IpAddr> = pairs
@@ -319,6 +348,28 @@ impl BpfEnforcement {
             }
         }
         Ok(changed)
+    }
+
+    /// Make the LSM map of zone addresses hold exactly `wanted` (zone id by address).
+    fn sync_addresses(&self, wanted: &HashMap<u32, IpAddr>) -> Result<(), BpfError> {
+        let Some(lsm) = &self.lsm else { return Ok(()) };
+        let mut held = lock(&self.addresses);
+        let stale: Vec<IpAddr> = held
+            .iter()
+            .filter(|(ip, zone)| wanted.get(zone) != Some(ip))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in stale {
+            lsm.remove_zone_ip(ip)?;
+            held.remove(&ip);
+        }
+        for (&zone, &ip) in wanted {
+            if held.get(&ip) != Some(&zone) {
+                lsm.set_zone_ip(ip, zone)?;
+                held.insert(ip, zone);
+            }
+        }
+        Ok(())
     }
 
     /// Replaces the peer-zone addresses a zone may reach, live.
