@@ -92,6 +92,9 @@ pub enum ImageError {
     /// An import archive or directory is not an OCI layout or docker-save tarball.
     #[error("cannot import {path}: {reason}")]
     InvalidImport { path: PathBuf, reason: String },
+    /// The HTTP client could not be built (e.g. no CA certificates on the system).
+    #[error("cannot set up a registry client for {registry}: {reason}")]
+    Client { registry: String, reason: String },
     /// The registry configuration file is malformed.
     #[error("registry config {path}: {reason}")]
     Config { path: PathBuf, reason: String },
@@ -137,6 +140,7 @@ impl ImageError {
             E::Unpack { .. }
             | E::TarStream { .. }
             | E::Config { .. }
+            | E::Client { .. }
             | E::Io { .. }
             | E::Database { .. }
             | E::CorruptRecord { .. } => ErrorKind::Internal,

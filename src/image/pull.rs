@@ -73,7 +73,10 @@ pub async fn pull(
     Err(chosen)
 }
 
-fn client_for(inner: &Inner) -> Client {
+/// The registry client. oci-client panics when its HTTP client cannot be built (a system
+/// without CA certificates, for one); a pull request must fail with a message instead of
+/// taking a daemon thread down.
+fn client_for(inner: &Inner, registry: &str) -> Result<Client, ImageError> {
     let config = ClientConfig {
         // Plain HTTP only for hosts listed as insecure.
         protocol: ClientProtocol::HttpsExcept(inner.registries.insecure_hosts()),
@@ -82,7 +85,16 @@ fn client_for(inner: &Inner) -> Client {
         read_timeout: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    Client::new(config)
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Client::new(config))).map_err(
+        |panic| {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the HTTP client could not be built".to_owned());
+            ImageError::Client { registry: registry.to_owned(), reason }
+        },
+    )
 }
 
 /// What one pull needs to name its failures.
@@ -243,7 +255,7 @@ async fn pull_from(
         Some((u, p)) => RegistryAuth::Basic(u, p),
         None => RegistryAuth::Anonymous,
     };
-    let ctx = Ctx { inner, client: client_for(inner), auth, ep, r, progress };
+    let ctx = Ctx { inner, client: client_for(inner, ep)?, auth, ep, r, progress };
     progress(PullProgress {
         status: format!("resolving {r} at {ep}"),
         layer: String::new(),
