@@ -100,7 +100,7 @@ impl IsolationBackend for LinuxBackend {
             self.netns
                 .create(zone.numeric_id)
                 .map(|_| ())
-                .and_then(|()| self.networking.connect(&self.netns, zone, network))
+                .and_then(|()| self.networking.connect_new(&self.netns, zone, network))
         } else {
             Ok(())
         };
@@ -153,7 +153,9 @@ impl IsolationBackend for LinuxBackend {
 
     fn destroy_zone(&self, zone: &Zone) -> Result<(), BackendError> {
         self.cgroups.remove(&zone.cgroup_name())?;
-        self.networking.disconnect(zone.numeric_id)?;
+        // Published ports went with the containers; a stale one only costs a listing.
+        let network = ZoneNetwork { address: zone.address, ..ZoneNetwork::default() };
+        self.networking.release(zone, &network)?;
         if self.netns.path_of(zone.numeric_id).exists() {
             self.netns.delete(zone.numeric_id)?;
         }

@@ -77,7 +77,8 @@ impl Networking {
     }
 
     /// Bring the zone's attachment and rules to what `spec` says: a veth for bridged zones
-    /// (added when missing, so switching from isolated is live), none otherwise.
+    /// (added when missing, so switching from isolated is live), none otherwise. Reads the
+    /// installed rules first, so it fits any earlier state.
     pub fn connect(
         &self,
         dir: &NetnsDir,
@@ -85,6 +86,27 @@ impl Networking {
         network: &ZoneNetwork,
     ) -> Result<(), NetError> {
         let spec = spec_of(zone, network);
+        self.attach(dir, &spec)?;
+        self.nft.apply_zone(&self.config, &spec, &network.peers)
+    }
+
+    /// [`Networking::connect`] for a zone just made: nothing of it is installed yet, so only a
+    /// bridged zone needs an nft transaction, and that one need not list the ruleset first.
+    pub fn connect_new(
+        &self,
+        dir: &NetnsDir,
+        zone: &Zone,
+        network: &ZoneNetwork,
+    ) -> Result<(), NetError> {
+        let spec = spec_of(zone, network);
+        self.attach(dir, &spec)?;
+        if spec.mode == NetMode::Bridged {
+            self.nft.apply_zone_after(&self.config, None, &spec, &network.peers)?;
+        }
+        Ok(())
+    }
+
+    fn attach(&self, dir: &NetnsDir, spec: &ZoneNetSpec) -> Result<(), NetError> {
         let veth = net::host_veth_name(spec.zone_id);
         let attached = self.host().link_index(&veth).ok().flatten().is_some();
         match spec.mode {
@@ -98,21 +120,32 @@ impl Networking {
                     &mut zone_rtnl,
                     &self.config,
                     bridge,
-                    &spec,
-                )?;
+                    spec,
+                )
             }
             NetMode::Isolated | NetMode::Host if attached => {
-                net::detach_zone(&mut self.host(), spec.zone_id)?
+                net::detach_zone(&mut self.host(), spec.zone_id)
             }
-            _ => {}
+            _ => Ok(()),
         }
-        self.nft.apply_zone(&self.config, &spec, &network.peers)
     }
 
-    /// Remove the zone's rules and veth.
+    /// Remove the zone's rules and veth, whatever is installed.
     pub fn disconnect(&self, zone_id: u32) -> Result<(), NetError> {
         self.nft.remove_zone(zone_id)?;
         net::detach_zone(&mut self.host(), zone_id)
+    }
+
+    /// Remove the rules and veth of a zone that is going away. Only bridged zones have rules
+    /// (leaving bridged mode removes them), so the others need no nft run; a bridged zone's
+    /// installed elements follow from its spec, so the ruleset is listed only if the kernel
+    /// disagrees.
+    pub fn release(&self, zone: &Zone, network: &ZoneNetwork) -> Result<(), NetError> {
+        let spec = spec_of(zone, network);
+        if spec.mode == NetMode::Bridged {
+            self.nft.remove_zone_after(&self.config, &spec)?;
+        }
+        net::detach_zone(&mut self.host(), spec.zone_id)
     }
 
     /// Bytes through the zone's `eth0`; zero for a zone without one.
