@@ -96,7 +96,7 @@ fn loader_level() {
     row(
         "load + attach, cold (loader)",
         &mut cold,
-        "open, CO-RE relocate, verify 6 programs, 6 links",
+        "open, verify 6 programs, 6 links",
     );
     row("load only (what a spare costs)", &mut load_only, "done off the request path");
     row("attach of a preloaded spare (loader)", &mut warm, "fill maps + 6 bpf_link_create");

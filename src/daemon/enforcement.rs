@@ -61,7 +61,7 @@ pub struct BpfEnforcement {
     /// Zone numeric id → name, for deny events.
     names: Arc<Mutex<HashMap<u32, String>>>,
     /// One loaded, unattached instance of the cgroup programs, so zone creation does not pay
-    /// for loading (libbpf parses the kernel BTF for CO-RE each time).
+    /// for loading (the verifier's work, about a millisecond).
     spare: Arc<Mutex<Option<LoadedZonePrograms>>>,
     /// LSM allowed-comms pairs currently in the map.
     comms: Mutex<BTreeSet<(u32, u32)>>,
