@@ -26,7 +26,6 @@ fn run_ok(mut command: Command) {
 
 /// Seconds to move TRANSFER_MIB MiB from zone a's container to zone b's server.
 fn transfer(d: &TestDaemon, b_ip: &str) -> f64 {
-    // The server's stdin never ends (busybox nc hangs up at end of its own input).
     let script =
         format!("dd if=/dev/zero bs=1M count={TRANSFER_MIB} 2>/dev/null | nc -w 5 {b_ip} 9000");
     let start = Instant::now();
@@ -105,9 +104,15 @@ fn main() {
         "--name",
         "sink",
         "busybox",
-        "sh",
-        "-c",
-        "while true; do sleep 3600 | nc -l -p 9000 > /dev/null; done",
+        // A persistent server (-ll) that sinks each connection into dd.
+        "nc",
+        "-ll",
+        "-p",
+        "9000",
+        "-e",
+        "dd",
+        "of=/dev/null",
+        "bs=64k",
     ]);
     d.ok(&["run", "-d", "--zone", "a", "--name", "client", "busybox", "sleep", "3600"]);
     std::thread::sleep(Duration::from_millis(300));
