@@ -12,7 +12,6 @@
 mod harness;
 
 use std::ffi::CString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -98,26 +97,9 @@ fn add_addresses(d: &TestDaemon) {
 
 /// Runs `sh -c script` in the test's network namespace as a member of `cgroup`.
 fn in_zone(d: &TestDaemon, cgroup: &Path, args: &[&str]) -> Output {
-    let procs = CString::new(cgroup.join("cgroup.procs").into_os_string().into_encoded_bytes())
-        .expect("cgroup path");
     let mut command = d.netns.command(args[0]);
     command.args(&args[1..]);
-    // SAFETY: between fork and exec the hook only calls open, write and close
-    // (async-signal-safe) on a path prepared before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if written != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    harness::join_cgroup(&mut command, cgroup);
     command.output().expect("run a probe in the zone's cgroup")
 }
 

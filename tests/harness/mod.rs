@@ -8,6 +8,7 @@ pub mod registry;
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -357,6 +358,29 @@ impl TestDaemon {
             Command::new("bash").arg(script).arg(&layout).output().expect("run busybox-image.sh");
         assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
         self.ok(&["image", "import", layout.to_str().expect("utf-8 path"), "--tag", "busybox"]);
+    }
+}
+
+/// Makes `command` join the cgroup2 node `cgroup` between fork and exec (a probe placed in a
+/// zone's cgroup, with nothing of the daemon involved).
+pub fn join_cgroup(command: &mut Command, cgroup: &Path) {
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").into_os_string().into_vec())
+        .expect("cgroup path without NUL");
+    // SAFETY: between fork and exec the hook only calls open, write and close
+    // (async-signal-safe) on a path prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
