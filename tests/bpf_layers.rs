@@ -8,7 +8,7 @@
 
 mod harness;
 
-use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -164,35 +164,19 @@ fn sysctl_writes_are_denied_by_the_bpf_layer() {
     d.ok(&["zone", "create", "--name", "z"]);
     let zone = json(&d.ok(&["zone", "inspect", "z"]));
     let zone = if zone.is_array() { zone[0].clone() } else { zone };
-    let procs = format!("{}/cgroup.procs", zone["cgroup_path"].as_str().unwrap());
-    let write_hostname = |join: Option<&str>| {
+    let cgroup = Path::new(zone["cgroup_path"].as_str().unwrap());
+    let write_hostname = |join: Option<&Path>| {
         let mut command = Command::new("unshare");
         command.args(["--uts", "sh", "-c", "echo rauha-test >/proc/sys/kernel/hostname"]);
-        if let Some(procs) = join {
-            let procs = std::ffi::CString::new(procs).unwrap();
-            // SAFETY: between fork and exec the hook only calls open, write and close
-            // (async-signal-safe) on a path prepared before the fork.
-            unsafe {
-                command.pre_exec(move || {
-                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                    if written != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        if let Some(cgroup) = join {
+            harness::join_cgroup(&mut command, cgroup);
         }
         command.output().expect("run unshare")
     };
     // Outside the zone the same write works (in the private UTS namespace).
     let outside = write_hostname(None);
     assert!(outside.status.success(), "{}", String::from_utf8_lossy(&outside.stderr));
-    let inside = write_hostname(Some(&procs));
+    let inside = write_hostname(Some(cgroup));
     // The write fails (this 6.18 kernel reports EIO for a sysctl write a cgroup program
     // refused, not EPERM), and the event shows it was the BPF layer that refused it.
     let stderr = String::from_utf8_lossy(&inside.stderr);

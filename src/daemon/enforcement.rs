@@ -3,18 +3,26 @@
 //! `policy apply`, detached on delete), the system-wide LSM layer when the kernel runs it, and
 //! the bridge from the deny-event ring buffer to the event bus.
 //!
-//! Every link is owned by the daemon process: enforcement of this layer ends when the daemon
-//! exits and is re-attached for every zone when it starts again.
+//! By default every link is owned by the daemon process: enforcement of this layer ends when
+//! the daemon exits and is re-attached for every zone when it starts again. With `--pin` the
+//! links and maps are pinned under the daemon's bpffs directory ([`PinDir`]) and stay attached
+//! while the daemon is down; at start the daemon adopts what it finds there (verified, maps
+//! rewritten from the store), attaches what is missing or does not match, and removes the pins
+//! of zones that are gone. A daemon started without `--pin` removes pins an earlier run left,
+//! once its own links hold.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
+use std::time::Instant;
 
 use crate::enforce::bpf::{BpfError, cgroup_id};
 use crate::enforce::bpf_events::{DenyEvent, EventConsumer, EventMaps};
+use crate::enforce::bpf_pin::{self, PinDir};
 use crate::enforce::bpf_policy::{self, DeviceRuleError};
-use crate::enforce::cgroup_bpf::{DeviceRule, LoadedZonePrograms, ZoneCgroupPrograms};
+use crate::enforce::cgroup_bpf::{DeviceRule, LoadedZonePrograms, ProgramTags, ZoneCgroupPrograms};
 use crate::enforce::lsm::{LsmAvailability, LsmLayer};
 use crate::rpc::EnforcementLayer;
 use crate::zone::{Policy, Zone};
@@ -71,40 +79,122 @@ pub struct BpfEnforcement {
     roots: Mutex<HashMap<String, u32>>,
     /// Zone bridge addresses in the LSM map (destination zone of `socket_connect`).
     addresses: Mutex<HashMap<IpAddr, u32>>,
+    /// This daemon's bpffs directory: where it pins with `--pin`, and where an earlier `--pin`
+    /// run may have left pins otherwise.
+    pins: PinDir,
+    /// `--pin`.
+    pinning: bool,
+    /// With `--pin`, what pinned zone programs must run to be adopted. `None` when pinned zone
+    /// objects cannot be adopted: they would write deny events into a ring no one reads when
+    /// the pinned event maps were unusable.
+    adopt_tags: Option<ProgramTags>,
+    /// The LSM layer came from pins: its maps may hold entries of zones and containers that
+    /// are gone, until [`Self::finish_start`].
+    lsm_adopted: bool,
+    /// Zones whose pinned programs this daemon adopted at start.
+    adopted_zones: AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The result of adopting pinned objects, or `None` (logged) when they cannot be adopted.
+fn adopted<T>(what: &str, result: Result<T, BpfError>) -> Option<T> {
+    result
+        .inspect_err(|error| tracing::warn!(%error, "pinned {what} not adopted; attaching anew"))
+        .ok()
+}
+
+/// The shared event maps, and whether they were adopted: with `pinning`, the pinned maps
+/// when they are there and usable, else new ones, pinned. Only pinning failures are errors.
+fn open_event_maps(
+    pins: &PinDir,
+    pinning: bool,
+) -> Result<(Result<EventMaps, BpfError>, bool), BpfError> {
+    if pinning && pins.events().exists() {
+        let opened = EventMaps::open_pinned(&pins.events());
+        if let Some(events) = adopted("bpf event maps (and every pinned program)", opened) {
+            return Ok((Ok(events), true));
+        }
+    }
+    let events = EventMaps::create();
+    if let (true, Ok(events)) = (pinning, &events) {
+        bpf_pin::remove_tree(&pins.events())?;
+        events.pin(&pins.events())?;
+    }
+    Ok((events, false))
+}
+
+/// Loads the LSM layer: with `--pin`, the pinned layer when `adoptable` (the pinned event
+/// maps were adopted) and it matches this build, else attached anew and pinned. Returns the
+/// layer's state, the layer and whether it was adopted; only pinning failures are errors.
+fn start_lsm(
+    zone_level: u32,
+    events: &EventMaps,
+    pins: &PinDir,
+    pinning: bool,
+    adoptable: bool,
+) -> Result<(LayerState, Option<LsmLayer>, bool), BpfError> {
+    let loaded = match LsmLayer::load(zone_level, events) {
+        Ok(loaded) => loaded,
+        Err(error) => return Ok((LayerState::Unavailable(error.to_string()), None, false)),
+    };
+    if adoptable
+        && pins.lsm().exists()
+        && let Some(layer) = adopted("lsm programs", loaded.adopt(&pins.lsm()))
+    {
+        tracing::info!("adopted the pinned lsm programs");
+        return Ok((LayerState::Active, Some(layer), true));
+    }
+    let layer = match loaded.attach() {
+        Ok(layer) => layer,
+        Err(error) => return Ok((LayerState::Unavailable(error.to_string()), None, false)),
+    };
+    if pinning {
+        // The new links hold before the old pins go: no gap.
+        bpf_pin::remove_tree(&pins.lsm())?;
+        layer.pin(&pins.lsm())?;
+    }
+    Ok((LayerState::Active, Some(layer), false))
+}
+
 impl BpfEnforcement {
     /// Probes the layers: creates the shared event maps, loads one instance of the cgroup
     /// programs (kept as the first spare), probes the LSM layer and loads it when available.
-    /// `zone_level` is the cgroup2 depth of the zone nodes.
-    pub fn start(zone_level: u32) -> Self {
-        let mut lsm = None;
-        let (events, cgroup_state, spare) = match EventMaps::create() {
+    /// `zone_level` is the cgroup2 depth of the zone nodes. With `pinning` (`--pin`), the
+    /// event maps and the LSM layer are adopted from `pins` when they are there and usable, and
+    /// pinned otherwise; the only errors are pinning failures (an unavailable layer is a state,
+    /// not an error).
+    pub fn start(zone_level: u32, pins: PinDir, pinning: bool) -> Result<Self, BpfError> {
+        if pinning {
+            pins.prepare()?;
+        }
+        let (events, events_adopted) = open_event_maps(&pins, pinning)?;
+        let mut adopt_tags = None;
+        let (events, cgroup_state, spare) = match events {
             Ok(events) => match LoadedZonePrograms::load(&events) {
-                Ok(spare) => (Some(events), LayerState::Active, Some(spare)),
+                Ok(spare) => {
+                    if events_adopted {
+                        adopt_tags = adopted("cgroup-bpf programs", spare.tags());
+                    }
+                    (Some(events), LayerState::Active, Some(spare))
+                }
                 Err(error) => (Some(events), LayerState::Unavailable(error.to_string()), None),
             },
             Err(error) => (None, LayerState::Unavailable(error.to_string()), None),
         };
-        let lsm_state = match (LsmLayer::probe(), &events) {
+        let (lsm_state, lsm, lsm_adopted) = match (LsmLayer::probe(), &events) {
             (LsmAvailability::Unavailable(reason), _) => {
-                LayerState::Unavailable(reason.to_string())
+                (LayerState::Unavailable(reason.to_string()), None, false)
             }
-            (LsmAvailability::Available, None) => {
-                LayerState::Unavailable("no bpf event maps (see cgroup-bpf)".to_owned())
-            }
+            (LsmAvailability::Available, None) => (
+                LayerState::Unavailable("no bpf event maps (see cgroup-bpf)".to_owned()),
+                None,
+                false,
+            ),
             (LsmAvailability::Available, Some(events)) => {
-                match LsmLayer::load_and_attach(zone_level, events) {
-                    Ok(layer) => {
-                        lsm = Some(layer);
-                        LayerState::Active
-                    }
-                    Err(error) => LayerState::Unavailable(error.to_string()),
-                }
+                start_lsm(zone_level, events, &pins, pinning, events_adopted)?
             }
         };
         for (name, state) in [(CGROUP_BPF, &cgroup_state), (LSM, &lsm_state)] {
@@ -118,7 +208,26 @@ impl BpfEnforcement {
                 ),
             }
         }
-        Self {
+        if pinning {
+            tracing::info!(dir = %pins.path().display(), "bpf links and maps are pinned (--pin)");
+        }
+        // An adopted LSM layer's maps are where the daemon starts from; the syncs at start
+        // remove what the store no longer has.
+        let (comms, addresses) = match (&lsm, lsm_adopted) {
+            (Some(layer), true) => (
+                layer.comm_pairs().into_iter().collect(),
+                layer
+                    .zone_ips()
+                    .inspect_err(
+                        |error| tracing::warn!(%error, "read the pinned lsm zone addresses"),
+                    )
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            ),
+            _ => (BTreeSet::new(), HashMap::new()),
+        };
+        Ok(Self {
             events,
             cgroup_state,
             lsm_state,
@@ -127,11 +236,81 @@ impl BpfEnforcement {
             peers: Mutex::new(HashMap::new()),
             names: Arc::new(Mutex::new(HashMap::new())),
             spare: Arc::new(Mutex::new(spare)),
-            comms: Mutex::new(BTreeSet::new()),
+            comms: Mutex::new(comms),
             consumer: Mutex::new(None),
             roots: Mutex::new(HashMap::new()),
-            addresses: Mutex::new(HashMap::new()),
+            addresses: Mutex::new(addresses),
+            pins,
+            pinning,
+            adopt_tags,
+            lsm_adopted,
+            adopted_zones: AtomicUsize::new(0),
+        })
+    }
+
+    /// Ends start-up once every live zone is attached and every running container's root is
+    /// registered (`live`: each zone with its cgroup2 node). With `--pin`: removes the pins of
+    /// zones that no longer exist (and of an LSM layer no longer loaded) and what an adopted
+    /// LSM layer's maps hold for gone zones and containers. Without: removes the pins an
+    /// earlier `--pin` run left, detaching their links now that this daemon's own hold.
+    pub fn finish_start(&self, live: &[(&Zone, PathBuf)]) -> Result<(), BpfError> {
+        if !self.pinning {
+            if self.pins.exists() {
+                self.pins.remove()?;
+                tracing::info!(
+                    dir = %self.pins.path().display(),
+                    "removed the bpf pins an earlier --pin run left and detached their links; \
+                     this daemon's links end with it (no --pin)"
+                );
+            }
+            return Ok(());
         }
+        let keep: HashSet<String> = live.iter().map(|(zone, _)| zone.id.to_string()).collect();
+        for key in self.pins.zone_keys()? {
+            if !keep.contains(&key) {
+                bpf_pin::remove_tree(&self.pins.zone(&key))?;
+                tracing::info!(
+                    zone_id = %key,
+                    "unpinned and detached the bpf programs of a zone that no longer exists"
+                );
+            }
+        }
+        match &self.lsm {
+            None if self.pins.lsm().exists() => {
+                bpf_pin::remove_tree(&self.pins.lsm())?;
+                tracing::info!(
+                    "unpinned the lsm programs of an earlier run (lsm layer not active)"
+                );
+            }
+            Some(lsm) if self.lsm_adopted => {
+                let cgroups = live.iter().filter_map(|(_, dir)| cgroup_id(dir).ok()).collect();
+                let ids = live.iter().map(|(zone, _)| zone.numeric_id).collect();
+                let roots = lock(&self.roots).values().copied().collect();
+                let removed = lsm.retain(&cgroups, &ids, &roots)?;
+                if removed > 0 {
+                    tracing::info!(removed, "removed lsm map entries of gone zones and containers");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Says at shutdown what happens to the BPF layers while the daemon is down.
+    pub fn log_shutdown(&self) {
+        if self.pinning {
+            tracing::info!(
+                dir = %self.pins.path().display(),
+                zones = self.attached_zones(),
+                "bpf links stay pinned: cgroup-bpf and lsm enforcement continue while the \
+                 daemon is down"
+            );
+        }
+    }
+
+    /// How many zones' programs were adopted from pins at start.
+    pub fn adopted_zones(&self) -> usize {
+        self.adopted_zones.load(Ordering::Relaxed)
     }
 
     /// The layers and their state, for `rauha info`.
@@ -183,8 +362,9 @@ impl BpfEnforcement {
         }
     }
 
-    /// Attaches the zone's cgroup programs to its cgroup2 node and registers it with the LSM
-    /// layer. Nothing is left attached when it fails.
+    /// Attaches the zone's cgroup programs to its cgroup2 node (with `--pin`: adopts them from
+    /// the pins when they match, pins them otherwise) and registers it with the LSM layer.
+    /// Nothing is left attached when it fails.
     pub fn attach_zone(
         &self,
         zone: &Zone,
@@ -193,19 +373,32 @@ impl BpfEnforcement {
     ) -> Result<(), BpfError> {
         lock(&self.names).insert(zone.numeric_id, zone.name.clone());
         if let (true, Some(events)) = (self.cgroup_active(), &self.events) {
-            let spare = lock(&self.spare).take();
-            let loaded = match spare {
-                Some(loaded) => loaded,
-                None => LoadedZonePrograms::load(events)?,
-            };
             let peers = lock(&self.peers).get(&zone.numeric_id).cloned().unwrap_or_default();
-            let programs = loaded.attach(
-                zone.numeric_id,
-                cgroup_dir,
-                &rules.devices,
-                &rules.egress,
-                &peers,
-            )?;
+            let programs = match self.adopt_zone(zone, cgroup_dir, rules, &peers) {
+                Some(programs) => programs,
+                None => {
+                    let spare = lock(&self.spare).take();
+                    let loaded = match spare {
+                        Some(loaded) => loaded,
+                        None => LoadedZonePrograms::load(events)?,
+                    };
+                    let programs = loaded.attach(
+                        zone.numeric_id,
+                        cgroup_dir,
+                        &rules.devices,
+                        &rules.egress,
+                        &peers,
+                    )?;
+                    if self.pinning {
+                        // Pins of this zone that were not adopted go only now that the new
+                        // links hold: no gap.
+                        let dir = self.pins.zone(&zone.id.to_string());
+                        bpf_pin::remove_tree(&dir)?;
+                        programs.pin(&dir)?;
+                    }
+                    programs
+                }
+            };
             lock(&self.zones).insert(zone.numeric_id, (programs, rules.clone()));
             self.refill_spare();
         }
@@ -215,11 +408,58 @@ impl BpfEnforcement {
                     |()| lsm.set_zone_flags(zone.numeric_id, bpf_policy::lsm_flags(&zone.policy)),
                 );
             if let Err(error) = registered {
-                self.detach_zone(zone.numeric_id, cgroup_dir);
+                if let Err(detach) = self.detach_zone(zone, cgroup_dir) {
+                    tracing::error!(error = %detach, zone = %zone.name, "roll back bpf attach");
+                }
                 return Err(error);
             }
         }
         Ok(())
+    }
+
+    /// The zone's pinned programs when `--pin` left some that match the zone (see
+    /// [`ZoneCgroupPrograms::adopt`]), their maps rewritten from `rules`.
+    fn adopt_zone(
+        &self,
+        zone: &Zone,
+        cgroup_dir: &Path,
+        rules: &ZoneRules,
+        peers: &[IpAddr],
+    ) -> Option<ZoneCgroupPrograms> {
+        let tags = self.adopt_tags.as_ref()?;
+        let dir = self.pins.zone(&zone.id.to_string());
+        if !dir.exists() {
+            return None;
+        }
+        let started = Instant::now();
+        let adopted = ZoneCgroupPrograms::adopt(
+            &dir,
+            tags,
+            zone.numeric_id,
+            cgroup_dir,
+            &rules.devices,
+            &rules.egress,
+            peers,
+        );
+        match adopted {
+            Ok(programs) => {
+                self.adopted_zones.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    zone = %zone.name,
+                    micros = started.elapsed().as_micros() as u64,
+                    "adopted the zone's pinned cgroup-bpf programs"
+                );
+                Some(programs)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    zone = %zone.name,
+                    %error,
+                    "pinned cgroup-bpf programs not adopted; attaching anew"
+                );
+                None
+            }
+        }
     }
 
     /// Tell the LSM layer that the files of a running container (its overlay root, found
@@ -275,16 +515,22 @@ impl BpfEnforcement {
         }
     }
 
-    /// Detaches the zone's programs and forgets it in the LSM maps. Absent entries are fine.
-    pub fn detach_zone(&self, numeric_id: u32, cgroup_dir: &Path) {
-        lock(&self.zones).remove(&numeric_id);
-        lock(&self.peers).remove(&numeric_id);
+    /// Detaches the zone's programs (and removes their pins) and forgets it in the LSM maps.
+    /// Absent entries are fine; a pin that cannot be removed is the error, after everything
+    /// else is done.
+    pub fn detach_zone(&self, zone: &Zone, cgroup_dir: &Path) -> Result<(), BpfError> {
+        lock(&self.zones).remove(&zone.numeric_id);
+        lock(&self.peers).remove(&zone.numeric_id);
         if let Some(lsm) = &self.lsm
             && let Ok(id) = cgroup_id(cgroup_dir)
             && let Err(error) = lsm.remove_zone(id)
         {
-            tracing::warn!(%error, zone_id = numeric_id, "forget zone in the lsm map");
+            tracing::warn!(%error, zone_id = zone.numeric_id, "forget zone in the lsm map");
         }
+        if self.pinning {
+            bpf_pin::remove_tree(&self.pins.zone(&zone.id.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Forgets the zone's name once its last deny event can no longer arrive.

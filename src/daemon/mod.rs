@@ -98,6 +98,11 @@ pub struct DaemonArgs {
     /// remaining layers still hold each boundary; repeatable; logged as an error at start
     #[argh(option)]
     pub unsafe_disable_layer: Vec<String>,
+    /// keep every zone's BPF enforcement attached while the daemon is down: links and maps are
+    /// pinned under /sys/fs/bpf/rauha/ (bpffs is mounted if needed) and adopted at the next
+    /// start (or $RAUHA_PIN=1); without it, pins an earlier --pin run left are removed at start
+    #[argh(switch)]
+    pub pin: bool,
 }
 
 /// Start-up failures; each stops the daemon with a message naming the step.
@@ -129,6 +134,8 @@ pub enum StartError {
     SocketMode { path: PathBuf, source: std::io::Error },
     #[error("install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("--pin: {0}")]
+    Pin(crate::enforce::bpf::BpfError),
     #[cfg(feature = "grpc")]
     #[error(transparent)]
     Grpc(#[from] crate::grpc::GrpcError),
@@ -149,6 +156,8 @@ pub struct DaemonConfig {
     pub grpc: Option<crate::grpc::GrpcConfig>,
     /// Enforcement layers switched off (`--unsafe-disable-layer`, test only; empty by default).
     pub disabled_layers: Vec<Layer>,
+    /// Pin the BPF links and maps so enforcement outlives the daemon (`--pin`, `RAUHA_PIN`).
+    pub pin: bool,
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
@@ -208,6 +217,16 @@ impl DaemonConfig {
                 disabled_layers.push(layer);
             }
         }
+        let pin = args.pin
+            || match std::env::var("RAUHA_PIN").ok().as_deref() {
+                None | Some("" | "0" | "false") => false,
+                Some("1" | "true") => true,
+                Some(other) => {
+                    return Err(StartError::Config(format!(
+                        "RAUHA_PIN: {other:?} is not one of 1, true, 0, false"
+                    )));
+                }
+            };
         #[cfg(feature = "grpc")]
         let grpc = match args.grpc_listen {
             Some(listen) => Some(crate::grpc::GrpcConfig::resolve(
@@ -232,6 +251,7 @@ impl DaemonConfig {
             registries,
             net,
             disabled_layers,
+            pin,
             #[cfg(feature = "grpc")]
             grpc,
         })
@@ -285,7 +305,9 @@ impl Daemon {
             .map_err(|source| StartError::StateDir { path: shim_dir.clone(), source })?;
         // Zone nodes sit one level below the cgroup parent in the cgroup2 hierarchy.
         let zone_level = config.cgroup_parent.split('/').filter(|c| !c.is_empty()).count() + 1;
-        let bpf = enforcement::BpfEnforcement::start(zone_level as u32);
+        let pins = crate::enforce::bpf_pin::PinDir::for_state_dir(&config.root);
+        let bpf = enforcement::BpfEnforcement::start(zone_level as u32, pins, config.pin)
+            .map_err(StartError::Pin)?;
         let executable = std::env::current_exe()
             .map_err(|source| StartError::StateDir { path: "/proc/self/exe".into(), source })?;
         let daemon = Arc::new_cyclic(|weak: &std::sync::Weak<Daemon>| {
@@ -314,6 +336,11 @@ impl Daemon {
                 bpf,
             }
         });
+        daemon.recover(zones)?;
+        daemon.recover_containers();
+        daemon.finish_bpf_start()?;
+        // After recovery, which names the zones: a pinned ring may hold denies from while no
+        // daemon ran, and they are reported under their zone's name like any other.
         let weak = Arc::downgrade(&daemon);
         daemon.bpf.forward_events(move |zone, event| {
             if let Some(daemon) = weak.upgrade() {
@@ -321,8 +348,6 @@ impl Daemon {
                 daemon.events.publish(zone, &event_type, enforcement::deny_message(event));
             }
         });
-        daemon.recover(zones)?;
-        daemon.recover_containers();
         Ok(daemon)
     }
 
@@ -381,9 +406,20 @@ impl Daemon {
             recreated = report.recreated.len(),
             orphans_removed = report.removed_orphans.len(),
             bpf_attached = self.bpf.attached_zones(),
+            bpf_adopted = self.bpf.adopted_zones(),
             "reconciled kernel state with the store"
         );
         Ok(())
+    }
+
+    /// The BPF side's last start-up step, once zones and containers are recovered.
+    fn finish_bpf_start(&self) -> Result<(), StartError> {
+        let registry = self.registry();
+        let live: Vec<(&Zone, PathBuf)> = registry
+            .iter()
+            .map(|zone| (zone, PathBuf::from(self.kernel_info(zone.id).cgroup_path)))
+            .collect();
+        self.bpf.finish_start(&live).map_err(|e| StartError::Reconcile(format!("bpf pins: {e}")))
     }
 }
 
@@ -462,6 +498,7 @@ async fn serve(config: DaemonConfig) -> Result<(), StartError> {
     if let Err(error) = std::fs::remove_file(&config.socket) {
         tracing::warn!(%error, socket = %config.socket.display(), "remove socket");
     }
+    daemon.bpf.log_shutdown();
     Ok(())
 }
 

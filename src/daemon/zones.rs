@@ -37,7 +37,7 @@ impl Daemon {
         self.containers().values().filter(|c| c.zone_id == zone_id).count() as u32
     }
 
-    fn kernel_info(&self, id: Uuid) -> ZoneKernelInfo {
+    pub(super) fn kernel_info(&self, id: Uuid) -> ZoneKernelInfo {
         self.kernel.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned().unwrap_or_default()
     }
 
@@ -98,7 +98,9 @@ impl Daemon {
         cgroup_dir: &Path,
         failure: RequestError,
     ) -> RequestError {
-        self.bpf.detach_zone(zone.numeric_id, cgroup_dir);
+        if let Err(error) = self.bpf.detach_zone(zone, cgroup_dir) {
+            tracing::error!(%error, zone = %zone.name, "roll back the bpf programs");
+        }
         self.bpf.forget_name(zone.numeric_id);
         match self.backend.destroy_zone(zone) {
             Ok(()) => failure,
@@ -161,7 +163,9 @@ impl Daemon {
     pub(super) fn finish_deletion(&self, zone: &Zone) -> Result<(), RequestError> {
         // Detach before the cgroup goes; the links would otherwise pin it until they close.
         let cgroup_dir = PathBuf::from(self.kernel_info(zone.id).cgroup_path);
-        self.bpf.detach_zone(zone.numeric_id, &cgroup_dir);
+        self.bpf
+            .detach_zone(zone, &cgroup_dir)
+            .map_err(|source| RequestError::Bpf { zone: zone.name.clone(), source })?;
         self.bpf.forget_name(zone.numeric_id);
         self.backend
             .destroy_zone(zone)

@@ -9,6 +9,10 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::enforce::bpf_abi::MapBytes;
+
 /// Generated libbpf skeletons (see build.rs for which sources make which object).
 #[allow(
     clippy::all,
@@ -48,6 +52,8 @@ pub enum BpfError {
     DupMap { map: &'static str, source: libbpf_rs::Error },
     #[error("duplicate fd of bpf program {program}: {source}")]
     DupProgram { program: &'static str, source: io::Error },
+    #[error("query bpf program {program}: {source}")]
+    QueryProgram { program: &'static str, source: io::Error },
     #[error("open cgroup {}: {source}", path.display())]
     OpenCgroup { path: PathBuf, source: io::Error },
     #[error("attach bpf program {program} to {target}: {source}")]
@@ -68,6 +74,35 @@ pub enum BpfError {
     SpawnThread { source: io::Error },
     #[error("bpf event thread ended before it was ready")]
     EventThreadGone,
+    #[error("read bpf map {map}: {source}")]
+    ReadMap { map: &'static str, source: libbpf_rs::Error },
+    #[error(transparent)]
+    Pin(#[from] crate::enforce::bpf_pin::PinError),
+}
+
+/// Every key of `map` (a map the daemon reads back when it adopts pinned maps).
+pub(crate) fn map_keys<K: MapBytes>(map: &MapHandle) -> Vec<K> {
+    map.keys().filter_map(|key| K::from_map_bytes(&key)).collect()
+}
+
+/// Every `(key, value)` of a map with `u32` values.
+pub(crate) fn map_u32_entries<K: MapBytes>(
+    map: &MapHandle,
+    name: &'static str,
+) -> Result<Vec<(K, u32)>, BpfError> {
+    let mut entries = Vec::new();
+    for key in map.keys() {
+        let value = map
+            .lookup(&key, MapFlags::ANY)
+            .map_err(|source| BpfError::ReadMap { map: name, source })?;
+        // A key deleted since the walk saw it has no value: it is not an entry any more.
+        if let (Some(key), Some(value)) = (K::from_map_bytes(&key), value)
+            && let Ok(value) = <[u8; 4]>::try_from(value.as_slice())
+        {
+            entries.push((key, u32::from_ne_bytes(value)));
+        }
+    }
+    Ok(entries)
 }
 
 /// The cgroup2 id of a cgroup directory: what `bpf_get_current_cgroup_id()` returns for its

@@ -101,14 +101,24 @@ const _: () = assert!(size_of::<CommKey>() == 8);
 const _: () = assert!(size_of::<RateState>() == 24);
 const _: () = assert!(size_of::<DenyEventRaw>() == 128);
 
-/// Plain-old-data structs whose bytes are exactly what the BPF side reads.
+/// Plain-old-data values whose bytes are exactly what the BPF side reads.
 pub trait MapBytes: Copy + private::Sealed {
     /// The value's bytes, for map keys and values.
     fn bytes(&self) -> &[u8] {
-        // SAFETY: implementors are #[repr(C)] structs of integers and byte arrays with no
-        // implicit padding (sizes asserted above), so every byte is initialised and the slice
+        // SAFETY: implementors are integers or #[repr(C)] structs of integers and byte arrays
+        // with no implicit padding (sizes asserted above), so every byte is initialised and the slice
         // covers exactly the value, which outlives the borrow.
         unsafe { std::slice::from_raw_parts((self as *const Self).cast::<u8>(), size_of::<Self>()) }
+    }
+
+    /// The value whose bytes are `data` (as read back from a map); `None` for a wrong size.
+    fn from_map_bytes(data: &[u8]) -> Option<Self> {
+        if data.len() != size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: `data` holds exactly size_of::<Self>() bytes; implementors are integers and
+        // byte arrays, for which every bit pattern is valid; read_unaligned needs no alignment.
+        Some(unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<Self>()) })
     }
 }
 
@@ -120,6 +130,8 @@ mod private {
     impl Sealed for super::CommKey {}
     impl Sealed for super::RateState {}
     impl Sealed for super::DenyEventRaw {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
 }
 
 impl MapBytes for DevKey {}
@@ -128,6 +140,8 @@ impl MapBytes for AddrKey {}
 impl MapBytes for CommKey {}
 impl MapBytes for RateState {}
 impl MapBytes for DenyEventRaw {}
+impl MapBytes for u32 {}
+impl MapBytes for u64 {}
 
 impl DenyEventRaw {
     /// Decodes a ring-buffer record; `None` when it is shorter than the struct.
@@ -169,6 +183,14 @@ mod tests {
         assert_eq!(b[..4], 0x0102_0304u32.to_ne_bytes());
         assert_eq!(b[4..6], [1, 187]);
         assert_eq!(b[8..], [7; 16]);
+    }
+
+    #[test]
+    fn keys_read_back_from_their_bytes() {
+        let key = CommKey { src_zone: 3, dst_zone: 9 };
+        assert_eq!(CommKey::from_map_bytes(key.bytes()), Some(key));
+        assert_eq!(u64::from_map_bytes(&7u64.to_ne_bytes()), Some(7));
+        assert_eq!(CommKey::from_map_bytes(&[0; 7]), None, "wrong size");
     }
 
     #[test]

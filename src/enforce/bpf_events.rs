@@ -5,19 +5,21 @@
 //! blocks; the daemon bridges the channel into its event bus.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use libbpf_rs::{MapHandle, MapType, OpenMapMut, RingBufferBuilder};
+use libbpf_rs::{MapCore, MapHandle, MapType, OpenMapMut, RingBufferBuilder};
 
 use crate::enforce::bpf::BpfError;
 use crate::enforce::bpf_abi::{
     DEV_ACC_MKNOD, DEV_ACC_READ, DEV_ACC_WRITE, DEV_BLOCK, DenyEventRaw, EVENTS_RING_BYTES,
     RATE_MAX_ZONES, RateState,
 };
+use crate::enforce::bpf_pin::{self, PinError};
 
 /// Name of the ring-buffer map in every BPF object.
 const RING_MAP: &str = "rauha_events";
@@ -53,6 +55,49 @@ impl EventMaps {
         )
         .map_err(|source| BpfError::CreateMap { map: RATE_MAP, source })?;
         Ok(Self { ring, rate })
+    }
+
+    /// Opens the maps [`Self::pin`] pinned in `dir`, checking they have the shape this build
+    /// creates (a changed ring size or record layout means the pins are another version's).
+    pub fn open_pinned(dir: &Path) -> Result<Self, BpfError> {
+        let open = |name: &str, ty: MapType, key: u32, value: u32, max: u32| {
+            let path = dir.join(bpf_pin::map_name(name));
+            let map = bpf_pin::open_map(&path)?;
+            let shape = (map.map_type(), map.key_size(), map.value_size(), map.max_entries());
+            if shape != (ty, key, value, max) {
+                return Err(PinError::Mismatch {
+                    path,
+                    reason: format!(
+                        "map type, key size, value size, entries {shape:?}, want {:?}",
+                        (ty, key, value, max)
+                    ),
+                });
+            }
+            Ok(map)
+        };
+        Ok(Self {
+            ring: open(RING_MAP, MapType::RingBuf, 0, 0, EVENTS_RING_BYTES)?,
+            rate: open(
+                RATE_MAP,
+                MapType::LruHash,
+                std::mem::size_of::<u32>() as u32,
+                std::mem::size_of::<RateState>() as u32,
+                RATE_MAX_ZONES,
+            )?,
+        })
+    }
+
+    /// Pins both maps in the new directory `dir`, so pinned programs that write to them and
+    /// the next daemon that reads them share one ring.
+    pub fn pin(&self, dir: &Path) -> Result<(), PinError> {
+        use std::os::fd::AsFd;
+        bpf_pin::pin_all(
+            dir,
+            &[
+                (bpf_pin::map_name(RING_MAP), self.ring.as_fd()),
+                (bpf_pin::map_name(RATE_MAP), self.rate.as_fd()),
+            ],
+        )
     }
 
     /// Another handle on the same maps (new fds), e.g. for loading objects on another thread.

@@ -13,7 +13,9 @@
 //!
 //! Attachment is by bpf_link (multi-attach semantics, like `BPF_F_ALLOW_MULTI`, so other
 //! programs on the node keep running); the links are owned here and detach when this value is
-//! dropped or the daemon exits.
+//! dropped or the daemon exits, unless they were pinned ([`ZoneCgroupPrograms::pin`]): then
+//! they stay attached until the pins go, and a later daemon takes them over with
+//! [`ZoneCgroupPrograms::adopt`].
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -27,13 +29,14 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::enforce::bpf::BpfError;
 use crate::enforce::bpf::skel::cgroup_zone::CgroupZoneSkelBuilder;
+use crate::enforce::bpf::{BpfError, cgroup_id, map_keys, map_u32_entries};
 use crate::enforce::bpf_abi::{
     AddrKey, DEV_ACC_MKNOD, DEV_ACC_READ, DEV_ACC_WRITE, DEV_ANY_MINOR, DEV_BLOCK, DEV_CHAR,
     DevKey, EGRESS_FULL_PREFIX, EgressKey, MapBytes, addr16,
 };
 use crate::enforce::bpf_events::EventMaps;
+use crate::enforce::bpf_pin::{self, LinkTarget, PinError};
 
 /// Character or block device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,13 +85,19 @@ struct LoadedProgram {
     fd: OwnedFd,
 }
 
+/// What a zone's pinned links must run before a daemon adopts them: each program's name, attach
+/// type and kernel tag, as this build loads it ([`LoadedZonePrograms::tags`]).
+#[derive(Debug, Clone)]
+pub struct ProgramTags(Vec<(&'static str, libbpf_sys::bpf_attach_type, [u8; 8])>);
+
 /// The attached cgroup-BPF programs of one zone and the maps `policy apply` updates.
 #[derive(Debug)]
 pub struct ZoneCgroupPrograms {
     // Field order matters: links drop (detach) first, then the maps they read close.
-    links: Vec<OwnedFd>,
+    links: Vec<(&'static str, OwnedFd)>,
     zone_id: u32,
     cgroup_dir: PathBuf,
+    zone: MapHandle,
     devices: MapHandle,
     egress: MapHandle,
     peers: MapHandle,
@@ -152,6 +161,19 @@ impl LoadedZonePrograms {
         })
     }
 
+    /// The tags of these programs, which pinned programs must match to be adopted.
+    pub fn tags(&self) -> Result<ProgramTags, BpfError> {
+        self.programs
+            .iter()
+            .map(|prog| {
+                bpf_pin::program_tag(prog.fd.as_fd())
+                    .map(|tag| (prog.name, prog.attach_type, tag))
+                    .map_err(|source| BpfError::QueryProgram { program: prog.name, source })
+            })
+            .collect::<Result<_, _>>()
+            .map(ProgramTags)
+    }
+
     /// Names the zone, fills the maps from the policy and attaches every program to the
     /// zone's cgroup2 node `cgroup_dir` (fill first: the first checked operation sees the whole
     /// policy).
@@ -182,10 +204,12 @@ impl LoadedZonePrograms {
             .programs
             .iter()
             .map(|prog| {
-                link_cgroup(prog, &cgroup).map_err(|source| BpfError::Attach {
-                    program: prog.name,
-                    target: cgroup_dir.display().to_string(),
-                    source,
+                link_cgroup(prog, &cgroup).map(|link| (prog.name, link)).map_err(|source| {
+                    BpfError::Attach {
+                        program: prog.name,
+                        target: cgroup_dir.display().to_string(),
+                        source,
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -193,6 +217,7 @@ impl LoadedZonePrograms {
             links,
             zone_id,
             cgroup_dir: cgroup_dir.to_owned(),
+            zone: self.zone,
             devices: self.devices,
             egress: self.egress,
             peers: self.peers,
@@ -239,6 +264,83 @@ impl ZoneCgroupPrograms {
             return Err(BpfError::ZoneIdZero);
         }
         LoadedZonePrograms::load(events)?.attach(zone_id, cgroup_dir, devices, egress, peers)
+    }
+
+    /// Takes over the programs a daemon pinned in `dir` ([`Self::pin`]) for zone `zone_id`,
+    /// after checking that each link is still attached to `cgroup_dir` and runs the program
+    /// `expected` names, and rewrites the maps from the policy (the store is the truth; the
+    /// pinned maps hold what the last daemon wrote). Every check comes before the first write.
+    pub fn adopt(
+        dir: &Path,
+        expected: &ProgramTags,
+        zone_id: u32,
+        cgroup_dir: &Path,
+        devices: &[DeviceRule],
+        egress: &[EgressRule],
+        peers: &[IpAddr],
+    ) -> Result<Self, BpfError> {
+        let egress_wanted = egress_keys(egress)?;
+        let device_wanted = device_entries(devices);
+        let peer_wanted = peer_keys(peers);
+        let cgroup = cgroup_id(cgroup_dir)?;
+        let mut links = Vec::new();
+        for &(name, attach_type, tag) in &expected.0 {
+            let path = dir.join(bpf_pin::link_name(name));
+            let link = bpf_pin::open(&path)?;
+            let target = LinkTarget::Cgroup { cgroup_id: cgroup, attach_type };
+            bpf_pin::check_link(&path, link.as_fd(), target, tag)?;
+            links.push((name, link));
+        }
+        let map = |name: &str| bpf_pin::open_map(&dir.join(bpf_pin::map_name(name)));
+        let zone = map(ZONE_MAP)?;
+        let pinned_zone = zone
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| BpfError::ReadMap { map: ZONE_MAP, source })?;
+        if pinned_zone.as_deref() != Some(&zone_id.to_ne_bytes()[..]) {
+            return Err(PinError::Mismatch {
+                path: dir.join(bpf_pin::map_name(ZONE_MAP)),
+                reason: format!("instance of another zone (want zone id {zone_id})"),
+            }
+            .into());
+        }
+        let devices_map = map(DEVICES_MAP)?;
+        let egress_map = map(EGRESS_MAP)?;
+        let peers_map = map(PEERS_MAP)?;
+        let device_current: HashMap<DevKey, u32> =
+            map_u32_entries(&devices_map, DEVICES_MAP)?.into_iter().collect();
+        let egress_current: HashSet<EgressKey> = map_keys(&egress_map).into_iter().collect();
+        let peer_current: HashSet<AddrKey> = map_keys(&peers_map).into_iter().collect();
+        write_devices(&devices_map, &device_current, &device_wanted)?;
+        write_set(&egress_map, EGRESS_MAP, &egress_current, &egress_wanted)?;
+        write_set(&peers_map, PEERS_MAP, &peer_current, &peer_wanted)?;
+        Ok(ZoneCgroupPrograms {
+            links,
+            zone_id,
+            cgroup_dir: cgroup_dir.to_owned(),
+            zone,
+            devices: devices_map,
+            egress: egress_map,
+            peers: peers_map,
+            device_entries: device_wanted,
+            egress_entries: egress_wanted,
+            peer_entries: peer_wanted,
+        })
+    }
+
+    /// Pins the links and the maps in the new directory `dir`, so the programs stay attached
+    /// after this value is dropped (and the daemon exits) until the directory is removed.
+    /// Nothing stays pinned when it fails.
+    pub fn pin(&self, dir: &Path) -> Result<(), PinError> {
+        let links = self.links.iter().map(|(name, link)| (bpf_pin::link_name(name), link.as_fd()));
+        let maps = [
+            (ZONE_MAP, &self.zone),
+            (DEVICES_MAP, &self.devices),
+            (EGRESS_MAP, &self.egress),
+            (PEERS_MAP, &self.peers),
+        ]
+        .into_iter()
+        .map(|(name, map)| (bpf_pin::map_name(name), map.as_fd()));
+        bpf_pin::pin_all(dir, &links.chain(maps).collect::<Vec<_>>())
     }
 
     /// The zone these programs serve.

@@ -32,22 +32,24 @@
 //! # }
 //! ```
 
+use std::collections::HashSet;
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
-use crate::enforce::bpf::BpfError;
 use crate::enforce::bpf::skel::lsm::LsmSkelBuilder;
+use crate::enforce::bpf::{BpfError, map_keys, map_u32_entries};
 use crate::enforce::bpf_abi::{AddrKey, CommKey, MapBytes, ZONE_F_PTRACE_SELF, addr16};
 use crate::enforce::bpf_events::EventMaps;
+use crate::enforce::bpf_pin::{self, LinkTarget, PinError};
 
 /// Where the kernel lists its active LSMs.
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
@@ -61,6 +63,7 @@ const SB_ZONES_MAP: &str = "rauha_sb_zones";
 const COMMS_MAP: &str = "rauha_comms";
 const ZONE_IPS_MAP: &str = "rauha_zone_ips";
 const ZONE_FLAGS_MAP: &str = "rauha_zone_flags";
+const RODATA_MAP: &str = "rodata";
 
 /// Whether this kernel runs BPF LSM programs, as found by [`LsmLayer::probe`].
 #[derive(Debug)]
@@ -124,16 +127,64 @@ pub struct ZoneLsmFlags {
     pub ptrace_self: bool,
 }
 
-/// The loaded and attached LSM programs and the maps the daemon keeps current.
+/// The maps of the LSM object the daemon keeps current, and its configuration.
 #[derive(Debug)]
-pub struct LsmLayer {
-    // Links first: they detach before the maps close.
-    links: Vec<Link>,
+struct LsmMaps {
     zones: MapHandle,
     sb_zones: MapHandle,
     comms: MapHandle,
     zone_ips: MapHandle,
     zone_flags: MapHandle,
+    /// The frozen configuration (`rauha_zone_level`), compared before pinned programs are
+    /// adopted: a program's tag does not cover it.
+    rodata: MapHandle,
+}
+
+impl LsmMaps {
+    fn named(&self) -> [(&'static str, &MapHandle); 6] {
+        [
+            (ZONES_MAP, &self.zones),
+            (SB_ZONES_MAP, &self.sb_zones),
+            (COMMS_MAP, &self.comms),
+            (ZONE_IPS_MAP, &self.zone_ips),
+            (ZONE_FLAGS_MAP, &self.zone_flags),
+            (RODATA_MAP, &self.rodata),
+        ]
+    }
+
+    fn open_pinned(dir: &Path) -> Result<Self, PinError> {
+        let open = |name: &str| bpf_pin::open_map(&dir.join(bpf_pin::map_name(name)));
+        Ok(Self {
+            zones: open(ZONES_MAP)?,
+            sb_zones: open(SB_ZONES_MAP)?,
+            comms: open(COMMS_MAP)?,
+            zone_ips: open(ZONE_IPS_MAP)?,
+            zone_flags: open(ZONE_FLAGS_MAP)?,
+            rodata: open(RODATA_MAP)?,
+        })
+    }
+
+    fn rodata(&self) -> Result<Option<Vec<u8>>, BpfError> {
+        self.rodata
+            .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| BpfError::ReadMap { map: RODATA_MAP, source })
+    }
+}
+
+/// The LSM programs loaded (verified, CO-RE relocated) but not attached: attach them, or adopt
+/// a pinned layer that runs the same programs with the same configuration.
+#[derive(Debug)]
+pub struct LoadedLsm {
+    programs: Vec<(&'static str, OwnedFd)>,
+    maps: LsmMaps,
+}
+
+/// The loaded and attached LSM programs and the maps the daemon keeps current.
+#[derive(Debug)]
+pub struct LsmLayer {
+    // Links first: they detach before the maps close.
+    links: Vec<(&'static str, OwnedFd)>,
+    maps: LsmMaps,
 }
 
 impl LsmLayer {
@@ -146,10 +197,10 @@ impl LsmLayer {
         }
     }
 
-    /// Loads the LSM programs (CO-RE relocated against this kernel) and attaches them.
+    /// Loads the LSM programs (CO-RE relocated against this kernel) without attaching them.
     /// `zone_level` is the cgroup2 depth of the zone nodes (root = 0; e.g. 2 for
     /// `/sys/fs/cgroup/rauha/zone-N`); deny events go to `events`.
-    pub fn load_and_attach(zone_level: u32, events: &EventMaps) -> Result<Self, BpfError> {
+    pub fn load(zone_level: u32, events: &EventMaps) -> Result<LoadedLsm, BpfError> {
         let mut storage = MaybeUninit::uninit();
         let mut open = LsmSkelBuilder::default()
             .open(&mut storage)
@@ -164,26 +215,81 @@ impl LsmLayer {
         let dup = |map: &libbpf_rs::MapMut<'_>, name: &'static str| {
             MapHandle::try_from(map).map_err(|source| BpfError::DupMap { map: name, source })
         };
-        let zones = dup(&skel.maps.rauha_zones, ZONES_MAP)?;
-        let sb_zones = dup(&skel.maps.rauha_sb_zones, SB_ZONES_MAP)?;
-        let comms = dup(&skel.maps.rauha_comms, COMMS_MAP)?;
-        let zone_ips = dup(&skel.maps.rauha_zone_ips, ZONE_IPS_MAP)?;
-        let zone_flags = dup(&skel.maps.rauha_zone_flags, ZONE_FLAGS_MAP)?;
-        let attach = |prog: &libbpf_rs::ProgramMut<'_>, program: &'static str| {
-            prog.attach_lsm().map_err(|source| BpfError::Attach {
-                program,
-                target: "lsm".to_owned(),
-                source,
-            })
+        let dup_prog = |prog: &libbpf_rs::ProgramMut<'_>, name: &'static str| {
+            prog.as_fd()
+                .try_clone_to_owned()
+                .map(|fd| (name, fd))
+                .map_err(|source| BpfError::DupProgram { program: name, source })
         };
-        let links = vec![
-            attach(&skel.progs.rauha_file_open, "rauha_file_open")?,
-            attach(&skel.progs.rauha_bprm_check, "rauha_bprm_check")?,
-            attach(&skel.progs.rauha_task_kill, "rauha_task_kill")?,
-            attach(&skel.progs.rauha_ptrace_access_check, "rauha_ptrace_access_check")?,
-            attach(&skel.progs.rauha_socket_connect, "rauha_socket_connect")?,
-        ];
-        Ok(Self { links, zones, sb_zones, comms, zone_ips, zone_flags })
+        let progs = &skel.progs;
+        // The skeleton closes on return; the duplicated fds keep programs and maps alive.
+        Ok(LoadedLsm {
+            programs: vec![
+                dup_prog(&progs.rauha_file_open, "rauha_file_open")?,
+                dup_prog(&progs.rauha_bprm_check, "rauha_bprm_check")?,
+                dup_prog(&progs.rauha_task_kill, "rauha_task_kill")?,
+                dup_prog(&progs.rauha_ptrace_access_check, "rauha_ptrace_access_check")?,
+                dup_prog(&progs.rauha_socket_connect, "rauha_socket_connect")?,
+            ],
+            maps: LsmMaps {
+                zones: dup(&skel.maps.rauha_zones, ZONES_MAP)?,
+                sb_zones: dup(&skel.maps.rauha_sb_zones, SB_ZONES_MAP)?,
+                comms: dup(&skel.maps.rauha_comms, COMMS_MAP)?,
+                zone_ips: dup(&skel.maps.rauha_zone_ips, ZONE_IPS_MAP)?,
+                zone_flags: dup(&skel.maps.rauha_zone_flags, ZONE_FLAGS_MAP)?,
+                rodata: dup(&skel.maps.rodata, RODATA_MAP)?,
+            },
+        })
+    }
+
+    /// [`Self::load`], then [`LoadedLsm::attach`].
+    pub fn load_and_attach(zone_level: u32, events: &EventMaps) -> Result<Self, BpfError> {
+        Self::load(zone_level, events)?.attach()
+    }
+
+    /// Pins the links and maps in the new directory `dir`: the programs stay attached after
+    /// the daemon exits, until the directory is removed. Nothing stays pinned when it fails.
+    pub fn pin(&self, dir: &Path) -> Result<(), PinError> {
+        let links = self.links.iter().map(|(name, link)| (bpf_pin::link_name(name), link.as_fd()));
+        let maps =
+            self.maps.named().into_iter().map(|(name, map)| (bpf_pin::map_name(name), map.as_fd()));
+        bpf_pin::pin_all(dir, &links.chain(maps).collect::<Vec<_>>())
+    }
+
+    /// The allowed-comms pairs in the map (an adopted layer's, for the daemon to start from).
+    pub fn comm_pairs(&self) -> Vec<(u32, u32)> {
+        map_keys::<CommKey>(&self.maps.comms)
+            .into_iter()
+            .map(|k| (k.src_zone, k.dst_zone))
+            .collect()
+    }
+
+    /// The zone addresses in the map (an adopted layer's, for the daemon to start from).
+    pub fn zone_ips(&self) -> Result<Vec<(IpAddr, u32)>, BpfError> {
+        Ok(map_u32_entries::<AddrKey>(&self.maps.zone_ips, ZONE_IPS_MAP)?
+            .into_iter()
+            .map(|(key, zone)| (ip_of(key.addr), zone))
+            .collect())
+    }
+
+    /// Deletes what an adopted layer still holds for zones and containers that are gone: every
+    /// zone cgroup not in `cgroups`, zone id not in `zone_ids` and superblock not in
+    /// `superblocks`. Returns how many entries went.
+    pub fn retain(
+        &self,
+        cgroups: &HashSet<u64>,
+        zone_ids: &HashSet<u32>,
+        superblocks: &HashSet<u32>,
+    ) -> Result<usize, BpfError> {
+        let key32 = |k: &[u8]| <[u8; 4]>::try_from(k).ok().map(u32::from_ne_bytes);
+        let key64 = |k: &[u8]| <[u8; 8]>::try_from(k).ok().map(u64::from_ne_bytes);
+        Ok(delete_unless(&self.maps.zones, ZONES_MAP, |k| {
+            key64(k).is_some_and(|id| cgroups.contains(&id))
+        })? + delete_unless(&self.maps.zone_flags, ZONE_FLAGS_MAP, |k| {
+            key32(k).is_some_and(|id| zone_ids.contains(&id))
+        })? + delete_unless(&self.maps.sb_zones, SB_ZONES_MAP, |k| {
+            key32(k).is_some_and(|dev| superblocks.contains(&dev))
+        })?)
     }
 
     /// How many LSM programs are attached (five when complete).
@@ -194,57 +300,105 @@ impl LsmLayer {
     /// Registers a zone: tasks in the cgroup2 node `cgroup_id` (and below) belong to `zone_id`.
     pub fn set_zone(&self, cgroup_id: u64, zone_id: u32) -> Result<(), BpfError> {
         nonzero(zone_id)?;
-        update(&self.zones, ZONES_MAP, &cgroup_id.to_ne_bytes(), &zone_id.to_ne_bytes())
+        update(&self.maps.zones, ZONES_MAP, &cgroup_id.to_ne_bytes(), &zone_id.to_ne_bytes())
     }
 
     /// Forgets a zone's cgroup.
     pub fn remove_zone(&self, cgroup_id: u64) -> Result<(), BpfError> {
-        delete(&self.zones, ZONES_MAP, &cgroup_id.to_ne_bytes())
+        delete(&self.maps.zones, ZONES_MAP, &cgroup_id.to_ne_bytes())
     }
 
     /// Marks every file on the superblock `dev` (a container's overlay rootfs; see
     /// `crate::enforce::bpf::superblock_dev`) as belonging to `zone_id`.
     pub fn set_superblock_zone(&self, dev: u32, zone_id: u32) -> Result<(), BpfError> {
         nonzero(zone_id)?;
-        update(&self.sb_zones, SB_ZONES_MAP, &dev.to_ne_bytes(), &zone_id.to_ne_bytes())
+        update(&self.maps.sb_zones, SB_ZONES_MAP, &dev.to_ne_bytes(), &zone_id.to_ne_bytes())
     }
 
     /// Forgets a superblock (its container stopped and the overlay is unmounted).
     pub fn remove_superblock(&self, dev: u32) -> Result<(), BpfError> {
-        delete(&self.sb_zones, SB_ZONES_MAP, &dev.to_ne_bytes())
+        delete(&self.maps.sb_zones, SB_ZONES_MAP, &dev.to_ne_bytes())
     }
 
     /// Lets `src_zone` connect to `dst_zone` (insert both directions when both zones allow).
     pub fn allow_comm(&self, src_zone: u32, dst_zone: u32) -> Result<(), BpfError> {
         let key = CommKey { src_zone, dst_zone };
-        update(&self.comms, COMMS_MAP, key.bytes(), &[1])
+        update(&self.maps.comms, COMMS_MAP, key.bytes(), &[1])
     }
 
     /// Withdraws a permission given by [`LsmLayer::allow_comm`].
     pub fn revoke_comm(&self, src_zone: u32, dst_zone: u32) -> Result<(), BpfError> {
         let key = CommKey { src_zone, dst_zone };
-        delete(&self.comms, COMMS_MAP, key.bytes())
+        delete(&self.maps.comms, COMMS_MAP, key.bytes())
     }
 
     /// Records that `ip` is an address of `zone_id` (a connect target the comms map governs).
     pub fn set_zone_ip(&self, ip: IpAddr, zone_id: u32) -> Result<(), BpfError> {
         nonzero(zone_id)?;
         let key = AddrKey { addr: addr16(ip) };
-        update(&self.zone_ips, ZONE_IPS_MAP, key.bytes(), &zone_id.to_ne_bytes())
+        update(&self.maps.zone_ips, ZONE_IPS_MAP, key.bytes(), &zone_id.to_ne_bytes())
     }
 
     /// Forgets a zone address.
     pub fn remove_zone_ip(&self, ip: IpAddr) -> Result<(), BpfError> {
         let key = AddrKey { addr: addr16(ip) };
-        delete(&self.zone_ips, ZONE_IPS_MAP, key.bytes())
+        delete(&self.maps.zone_ips, ZONE_IPS_MAP, key.bytes())
     }
 
     /// Sets a zone's switches (live).
     pub fn set_zone_flags(&self, zone_id: u32, flags: ZoneLsmFlags) -> Result<(), BpfError> {
         nonzero(zone_id)?;
         let raw = if flags.ptrace_self { ZONE_F_PTRACE_SELF } else { 0 };
-        update(&self.zone_flags, ZONE_FLAGS_MAP, &zone_id.to_ne_bytes(), &raw.to_ne_bytes())
+        update(&self.maps.zone_flags, ZONE_FLAGS_MAP, &zone_id.to_ne_bytes(), &raw.to_ne_bytes())
     }
+}
+
+impl LoadedLsm {
+    /// Attaches every program (system-wide, by BPF link).
+    pub fn attach(self) -> Result<LsmLayer, BpfError> {
+        let links = self
+            .programs
+            .iter()
+            .map(|(name, prog)| {
+                attach_lsm_fd(prog).map(|link| (*name, link)).map_err(|errno| BpfError::Attach {
+                    program: name,
+                    target: "lsm".to_owned(),
+                    source: libbpf_rs::Error::from_raw_os_error(errno),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(LsmLayer { links, maps: self.maps })
+    }
+
+    /// Takes over the layer [`LsmLayer::pin`] left in `dir` when every link runs one of these
+    /// programs and its configuration equals this load's; the maps keep their entries (the
+    /// daemon reconciles them, see [`LsmLayer::retain`]).
+    pub fn adopt(&self, dir: &Path) -> Result<LsmLayer, BpfError> {
+        let mut links = Vec::new();
+        for (name, prog) in &self.programs {
+            let tag = bpf_pin::program_tag(prog.as_fd())
+                .map_err(|source| BpfError::QueryProgram { program: name, source })?;
+            let path = dir.join(bpf_pin::link_name(name));
+            let link = bpf_pin::open(&path)?;
+            bpf_pin::check_link(&path, link.as_fd(), LinkTarget::Lsm, tag)?;
+            links.push((*name, link));
+        }
+        let maps = LsmMaps::open_pinned(dir)?;
+        if maps.rodata()? != self.maps.rodata()? {
+            return Err(PinError::Mismatch {
+                path: dir.join(bpf_pin::map_name(RODATA_MAP)),
+                reason: "configuration (zone cgroup level) differs".to_owned(),
+            }
+            .into());
+        }
+        Ok(LsmLayer { links, maps })
+    }
+}
+
+/// A 16-byte map address back as the daemon writes it: IPv4-mapped ones as IPv4.
+fn ip_of(addr: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(addr);
+    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
 fn nonzero(zone_id: u32) -> Result<(), BpfError> {
@@ -257,6 +411,19 @@ fn nonzero(zone_id: u32) -> Result<(), BpfError> {
 fn update(map: &MapHandle, name: &'static str, key: &[u8], value: &[u8]) -> Result<(), BpfError> {
     map.update(key, value, MapFlags::ANY)
         .map_err(|source| BpfError::UpdateMap { map: name, source })
+}
+
+/// Deletes every key of `map` that `keep` refuses; how many went.
+fn delete_unless(
+    map: &MapHandle,
+    name: &'static str,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<usize, BpfError> {
+    let stale: Vec<Vec<u8>> = map.keys().filter(|key| !keep(key)).collect();
+    for key in &stale {
+        delete(map, name, key)?;
+    }
+    Ok(stale.len())
 }
 
 /// Deleting an absent key is not an error: the caller's goal (no entry) holds.
@@ -362,7 +529,6 @@ fn load_trivial_lsm(attach_btf_id: u32) -> Result<OwnedFd, i32> {
 
 /// Attaches a loaded LSM program fd by BPF link; the link fd or the errno.
 fn attach_lsm_fd(prog: &OwnedFd) -> Result<OwnedFd, i32> {
-    use std::os::fd::AsRawFd;
     // SAFETY: `prog` is a valid program fd for the duration of the call; a null opts pointer
     // asks for defaults.
     let fd = unsafe {
@@ -489,6 +655,14 @@ mod tests {
                     assert!(errno == libc::EPERM || errno == libc::EINVAL, "errno {errno}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn map_addresses_read_back_as_written() {
+        for ip in ["10.89.0.7", "fd00::7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_of(addr16(ip)), ip);
         }
     }
 

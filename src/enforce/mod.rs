@@ -22,6 +22,7 @@
 pub mod bpf;
 pub mod bpf_abi;
 pub mod bpf_events;
+pub mod bpf_pin;
 pub mod bpf_policy;
 pub mod cgroup_bpf;
 pub mod child;

@@ -1,13 +1,14 @@
 //! The integration-test harness: a real daemon per test, inside a network namespace the test
 //! made, with its own state dir, runtime dir, socket and cgroup parent. Dropping a
-//! [`TestDaemon`] kills the daemon by PID and removes every cgroup it made, then asserts that
-//! nothing leaked.
+//! [`TestDaemon`] kills the daemon by PID, removes its bpffs pins (`--pin`) and every cgroup it
+//! made, then asserts that nothing leaked.
 #![allow(dead_code)] // each test binary uses its own subset of the harness
 
 pub mod registry;
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rauha::backend::linux::cgroup::CgroupManager;
+use rauha::enforce::bpf_pin::PinDir;
 
 /// The binary under test.
 pub const RAUHA: &str = env!("CARGO_BIN_EXE_rauha");
@@ -315,9 +317,34 @@ impl TestDaemon {
         Path::new("/sys/fs/cgroup").join(hierarchy).join(&self.cgroup_parent).join(relative)
     }
 
+    /// The daemon's bpffs pin directory (where `--pin` keeps its links and maps).
+    pub fn pin_dir(&self) -> PathBuf {
+        PinDir::for_state_dir(&self.root).path().to_owned()
+    }
+
+    /// Removes the daemon's pins, detaching their links (a `--pin` daemon leaves them by
+    /// design); pins a daemon last started without `--pin` left are a leak.
+    fn remove_pins(&self) -> Vec<String> {
+        let pins = PinDir::for_state_dir(&self.root);
+        let mut leaks = Vec::new();
+        if pins.exists() && !self.extra_args.iter().any(|arg| arg == "--pin") {
+            leaks
+                .push(format!("bpf pins {} left by a daemon without --pin", pins.path().display()));
+        }
+        if let Err(error) = pins.remove() {
+            leaks.push(error.to_string());
+        }
+        if pins.exists() {
+            leaks.push(format!("bpf pins {} still present", pins.path().display()));
+        }
+        leaks
+    }
+
     fn cleanup(&mut self) -> Vec<String> {
         self.kill();
-        let mut leaks = remove_cgroup_parent(&self.cgroup_parent);
+        // Before the cgroups: a pinned link would keep a removed cgroup alive.
+        let mut leaks = self.remove_pins();
+        leaks.extend(remove_cgroup_parent(&self.cgroup_parent));
         leaks.extend(unmount_under(self.dir.path()));
         leaks
     }
@@ -331,6 +358,29 @@ impl TestDaemon {
             Command::new("bash").arg(script).arg(&layout).output().expect("run busybox-image.sh");
         assert!(out.status.success(), "busybox-image.sh: {}", String::from_utf8_lossy(&out.stderr));
         self.ok(&["image", "import", layout.to_str().expect("utf-8 path"), "--tag", "busybox"]);
+    }
+}
+
+/// Makes `command` join the cgroup2 node `cgroup` between fork and exec (a probe placed in a
+/// zone's cgroup, with nothing of the daemon involved).
+pub fn join_cgroup(command: &mut Command, cgroup: &Path) {
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").into_os_string().into_vec())
+        .expect("cgroup path without NUL");
+    // SAFETY: between fork and exec the hook only calls open, write and close
+    // (async-signal-safe) on a path prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
