@@ -55,6 +55,10 @@ fn run_streams_output_and_exits_with_the_containers_code() {
 
     let error = d.fails(&["run", "--zone", "z", "busybox", "/bin/nonexistent"]);
     assert!(error.contains("nonexistent"), "{error}");
+    // A step that fails while the process sets itself up, before its release, is reported
+    // by name too.
+    let error = d.fails(&["run", "--zone", "z", "--workdir", "/etc/passwd/x", "busybox", "true"]);
+    assert!(error.contains("/etc/passwd/x"), "{error}");
     let error = d.fails(&["run", "--zone", "nowhere", "busybox", "true"]);
     assert!(error.contains("zone \"nowhere\" not found"), "{error}");
     let error = d.fails(&["run", "--zone", "z", "--name", "c", "busybox", "true"]);

@@ -20,7 +20,6 @@
 use std::convert::Infallible;
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -120,6 +119,14 @@ pub enum SpawnError {
         cgroup: Option<PathBuf>,
         /// The OS error.
         source: io::Error,
+    },
+    /// The container process could not move itself into a cgroup v1 controller.
+    #[error("container process: join cgroup {path}: {source}")]
+    JoinCgroupChild {
+        /// The `cgroup.procs` file.
+        path: PathBuf,
+        /// The OS error.
+        source: OsError,
     },
     /// Writing the child's pid to a cgroup v1 `cgroup.procs` failed.
     #[error("join cgroup {path}: {source}")]
@@ -296,9 +303,11 @@ pub(crate) enum Step {
     ControllingTerminal,
     /// An enforcement layer step; the index carries the `ChildStep` in its top byte.
     Enforce,
+    /// Joining a cgroup v1 controller; the index names it.
+    JoinCgroup,
 }
 
-const STEPS: [Step; 21] = [
+const STEPS: [Step; 22] = [
     Step::Signals,
     Step::Stdio,
     Step::Setns,
@@ -320,6 +329,7 @@ const STEPS: [Step; 21] = [
     Step::Session,
     Step::ControllingTerminal,
     Step::Enforce,
+    Step::JoinCgroup,
 ];
 
 /// Packs an enforcement layer's child failure into the shim's report format.
@@ -347,6 +357,8 @@ pub(crate) struct Context {
     pub(crate) hostname: String,
     pub(crate) cwd: PathBuf,
     pub(crate) netns: Option<PathBuf>,
+    /// The v1 `cgroup.procs` files the child writes itself into, by index.
+    pub(crate) v1_procs: Vec<PathBuf>,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) groups: Vec<u32>,
@@ -534,6 +546,8 @@ struct Prepared {
     sync_r: OwnedFd,
     err_w: OwnedFd,
     netns: Option<OwnedFd>,
+    /// The container's cgroup v1 `cgroup.procs` files, opened for the child to join.
+    v1_procs: Vec<OwnedFd>,
     _hosts: Option<OwnedFd>,
     _resolv: Option<OwnedFd>,
     _sys: OwnedFd,
@@ -637,7 +651,8 @@ pub(crate) struct CloneArgs {
 }
 
 /// Creates the container process: cloned into new mount, pid, uts and ipc namespaces and its
-/// cgroup2 node, then written into its v1 cgroups; it waits for [`start`].
+/// cgroup2 node; it joins its v1 cgroups, sets up its rootfs and privileges, and then waits for
+/// [`start`] to release its exec. A failed setup step is reported by [`start`].
 ///
 /// With `spec.tty` its PTY is allocated here, in a devpts instance the child attaches at
 /// `/dev/pts` ([`pty::new_instance`]), so the master exists before the process starts.
@@ -681,6 +696,10 @@ pub fn create(
         Some(p) => Some(open(p, OFlags::DIRECTORY | OFlags::RDONLY)?),
         None => None,
     };
+    let v1_paths: Vec<PathBuf> =
+        spec.cgroup.v1_dirs.iter().map(|dir| dir.join("cgroup.procs")).collect();
+    let v1_procs =
+        v1_paths.iter().map(|path| open(path, OFlags::WRONLY)).collect::<Result<Vec<_>, _>>()?;
     let sys = open(Path::new("/sys"), OFlags::PATH | OFlags::DIRECTORY)?;
     let hosts = match &files.hosts {
         Some(p) => Some(open(p, OFlags::PATH)?),
@@ -708,6 +727,7 @@ pub fn create(
         .chain(stdio.raw_fds())
         .chain(devpts.iter().map(AsRawFd::as_raw_fd))
         .chain(netns.iter().map(AsRawFd::as_raw_fd))
+        .chain(v1_procs.iter().map(AsRawFd::as_raw_fd))
         .chain(hosts.iter().map(AsRawFd::as_raw_fd))
         .chain(resolv.iter().map(AsRawFd::as_raw_fd))
         .collect();
@@ -726,6 +746,7 @@ pub fn create(
         sync_r,
         err_w,
         netns,
+        v1_procs,
         _hosts: hosts,
         _resolv: resolv,
         _sys: sys,
@@ -736,6 +757,7 @@ pub fn create(
         hostname: spec.hostname.clone(),
         cwd: cwd_clean,
         netns: spec.netns_path.clone(),
+        v1_procs: v1_paths,
         uid: spec.uid,
         gid: spec.gid,
         groups: spec.additional_gids.clone(),
@@ -800,13 +822,6 @@ pub fn create(
         err_r: Some(err_r),
         ctx,
     };
-    for dir in &spec.cgroup.v1_dirs {
-        let path = dir.join("cgroup.procs");
-        if let Err(source) = fs::write(&path, pid.as_raw_nonzero().to_string()) {
-            abort(&created);
-            return Err(SpawnError::JoinCgroup { path, source });
-        }
-    }
     Ok(created)
 }
 
@@ -841,11 +856,9 @@ pub fn start(created: &mut Created, timeout: Duration) -> Result<(), SpawnError>
     let Some(err_r) = created.err_r.take() else {
         return Ok(());
     };
-    match rustix::io::write(&sync_w, &[1]) {
-        Ok(_) => {}
-        // EPIPE: the child died before it was released; its exit is reported by the reaper.
-        Err(e) => return Err(SpawnError::Release(e.into())),
-    }
+    // EPIPE: the child is gone before its release, normally after reporting a failed setup
+    // step, which the read below returns; its exit is reported by the reaper.
+    let released = rustix::io::write(&sync_w, &[1]);
     drop(sync_w);
 
     let deadline = std::time::Instant::now() + timeout;
@@ -857,10 +870,11 @@ pub fn start(created: &mut Created, timeout: Duration) -> Result<(), SpawnError>
             return Err(e.into_spawn(timeout));
         }
     };
-    match got {
-        0 => Ok(()),
-        12 => Err(decode_report(&report, &created.ctx)),
-        n => Err(SpawnError::BadReport(n)),
+    match (got, released) {
+        (12, _) => Err(decode_report(&report, &created.ctx)),
+        (0, Ok(_)) => Ok(()),
+        (0, Err(e)) => Err(SpawnError::Release(e.into())),
+        (n, _) => Err(SpawnError::BadReport(n)),
     }
 }
 
@@ -953,6 +967,10 @@ pub(crate) fn decode_report(report: &[u8; 12], ctx: &Context) -> SpawnError {
         Step::Session => SpawnError::Session(source),
         Step::ControllingTerminal => SpawnError::ControllingTerminal(source),
         Step::Enforce => decode_enforce(index as u32, source, ctx),
+        Step::JoinCgroup => SpawnError::JoinCgroupChild {
+            path: ctx.v1_procs.get(index).cloned().unwrap_or_default(),
+            source,
+        },
     }
 }
 
@@ -1033,15 +1051,12 @@ pub(crate) fn step<T>(s: Step, r: Result<T, Errno>) -> Result<T, ChildFailure> {
 
 fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
     close_other_fds(&p.keep_fds);
-
-    // Block until released; EOF means the shim gave up on this container.
-    let mut go = [0u8; 1];
-    loop {
-        match rustix::io::read(&p.sync_r, &mut go) {
-            Ok(1) => break,
-            Err(Errno::INTR) => continue,
-            _ => exit(1),
-        }
+    // Joining a v1 controller waits for an RCU grace period (the cgroup threadgroup lock's
+    // writer side), milliseconds each time: done here, it overlaps with the shim's reply and
+    // the daemon's commit instead of delaying them. Before the cgroup namespace is unshared,
+    // whose root would hide the target.
+    for (i, procs) in p.v1_procs.iter().enumerate() {
+        rustix::io::write(procs, b"0").map_err(|e| (Step::JoinCgroup, i as u32, e))?;
     }
 
     reset_signals(&p.signals)?;
@@ -1068,8 +1083,8 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
             rustix::thread::move_into_link_name_space(ns.as_fd(), Some(LinkNameSpaceType::Network)),
         )?;
     }
-    // After the v1 join (done before the release) and the v2 join (at clone), so the new
-    // namespace's root is the container's own cgroup.
+    // After the v1 joins (above) and the v2 join (at clone), so the new namespace's root is
+    // the container's own cgroup.
     // SAFETY: unshare of the cgroup namespace affects only this single-threaded child; no
     // other thread can observe an inconsistent namespace set.
     step(Step::UnshareCgroup, unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWCGROUP) })?;
@@ -1085,6 +1100,18 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
 
     apply_privileges(&p.privileges)?;
     step(Step::Chdir, rustix::process::chdir(p.cwd.as_c_str()))?;
+
+    // Set up while created, like runc's init: `start` then only releases the exec. The
+    // seccomp filter comes after the wait, so a policy's deny list never meets this read.
+    let mut go = [0u8; 1];
+    loop {
+        match rustix::io::read(&p.sync_r, &mut go) {
+            Ok(1) => break,
+            Err(Errno::INTR) => continue,
+            // EOF: the shim gave up on this container.
+            _ => exit(1),
+        }
+    }
     seal(&p.privileges)?;
     Err(exec_command(&p.cmd))
 }
@@ -1122,6 +1149,7 @@ mod tests {
             hostname: "h".into(),
             cwd: "/".into(),
             netns: None,
+            v1_procs: vec!["/sys/fs/cgroup/pids/z/cgroup.procs".into()],
             uid: 0,
             gid: 0,
             groups: vec![],
