@@ -794,3 +794,30 @@ fn attach_to_an_interactive_container_without_a_tty_keeps_streams_apart() {
     assert!(rest.lines().all(|l| l == "out:ping"), "{rest:?}");
     assert_eq!(status.code(), Some(128 + 9));
 }
+
+#[test]
+fn a_container_that_writes_nothing_leaves_its_upper_dir_empty() {
+    // The busybox image has no /proc, /sys, /dev or /etc/hosts: the daemon's init layer holds
+    // those mount points, so setting up the rootfs copies nothing up.
+    let Some(d) = daemon_with_zone("init_layer", None) else { return };
+    d.ok(&["run", "--zone", "z", "--name", "quiet", "busybox", "true"]);
+    let id = inspect(&d, "quiet")["id"].as_str().expect("container id").to_owned();
+    let upper = d.root.join("containers").join(&id).join("upper");
+    let entries: Vec<_> = std::fs::read_dir(&upper)
+        .unwrap_or_else(|e| panic!("read {}: {e}", upper.display()))
+        .map(|entry| entry.expect("dir entry").file_name())
+        .collect();
+    assert!(entries.is_empty(), "upper dir {} holds {entries:?}", upper.display());
+    // The mount points still work, and the generated files are the ones bound.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--zone",
+        "z",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /proc/self/ns && cat /etc/hosts",
+    ]);
+    assert!(out.contains("pid") && out.contains("localhost"), "{out}");
+}

@@ -1,6 +1,7 @@
 //! Containers: the model the daemon stores, name rules, and the OCI runtime spec built for each
 //! one from its image config, the request and its zone's policy.
 
+pub mod init_layer;
 pub mod spec;
 mod user;
 

@@ -293,7 +293,7 @@ impl Daemon {
         };
         let steps = (|| {
             let rootfs = RootfsSpec {
-                lower_dirs: layers.to_vec(),
+                lower_dirs: layers.iter().chain([&self.init_layer]).cloned().collect(),
                 upper_dir: created.dir.join("upper"),
                 work_dir: created.dir.join("work"),
                 merged_dir: created.dir.join("merged"),

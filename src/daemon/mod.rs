@@ -136,6 +136,8 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error("--pin: {0}")]
     Pin(crate::enforce::bpf::BpfError),
+    #[error(transparent)]
+    InitLayer(#[from] crate::container::init_layer::InitLayerError),
     #[cfg(feature = "grpc")]
     #[error(transparent)]
     Grpc(#[from] crate::grpc::GrpcError),
@@ -282,6 +284,8 @@ pub struct Daemon {
     exec_done: Condvar,
     /// The eBPF layers: cgroup programs per zone, the LSM layer, deny events.
     bpf: enforcement::BpfEnforcement,
+    /// The top-most lower layer of every container rootfs: its mount points.
+    init_layer: PathBuf,
 }
 
 impl Daemon {
@@ -300,6 +304,9 @@ impl Daemon {
             .map(Zone::from_record)
             .collect::<Result<Vec<_>, _>>()?;
         let containers = store.load_containers()?;
+        let init_layer = crate::container::init_layer::ensure(
+            &config.root.join(crate::container::init_layer::DIR_NAME),
+        )?;
         let shim_dir = config.run_dir.join("shims");
         std::fs::create_dir_all(&shim_dir)
             .map_err(|source| StartError::StateDir { path: shim_dir.clone(), source })?;
@@ -334,6 +341,7 @@ impl Daemon {
                 exits: Mutex::new(HashMap::new()),
                 exec_done: Condvar::new(),
                 bpf,
+                init_layer,
             }
         });
         daemon.recover(zones)?;
