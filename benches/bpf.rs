@@ -93,11 +93,7 @@ fn loader_level() {
         update.push(start.elapsed());
     }
     drop(programs);
-    row(
-        "load + attach, cold (loader)",
-        &mut cold,
-        "open, verify 6 programs, 6 links",
-    );
+    row("load + attach, cold (loader)", &mut cold, "open, verify 6 programs, 6 links");
     row("load only (what a spare costs)", &mut load_only, "done off the request path");
     row("attach of a preloaded spare (loader)", &mut warm, "fill maps + 6 bpf_link_create");
     row("egress map update (loader)", &mut update, "one delete + one insert in the LPM trie");

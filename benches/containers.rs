@@ -22,21 +22,28 @@ use rauha::rpc::{self, ContainerCreateRequest};
 const RUNS: usize = 30;
 const WARMUP: usize = 3;
 
-/// Time `RUNS` runs of a command (after a warm-up), each required to succeed.
-fn time_command(label: &str, mut make: impl FnMut(usize) -> Command) -> (Duration, Duration) {
-    let mut samples = Vec::new();
+/// A labelled command line to time; called with the run number.
+type MakeCommand<'a> = (&'static str, Box<dyn FnMut(usize) -> Command + 'a>);
+
+/// Time `RUNS` runs of each command (after a warm-up), each required to succeed. The commands
+/// take turns, run by run, so a change in the machine's load hits all of them alike.
+fn time_commands<const N: usize>(commands: &mut [MakeCommand<'_>; N]) -> [(Duration, Duration); N] {
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     for n in 0..WARMUP + RUNS {
-        let mut command = make(n);
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let start = Instant::now();
-        let out = command.output().unwrap_or_else(|e| panic!("{label}: {e}"));
-        let elapsed = start.elapsed();
-        assert!(out.status.success(), "{label} failed: {}", String::from_utf8_lossy(&out.stderr));
-        if n >= WARMUP {
-            samples.push(elapsed);
+        for ((label, make), samples) in commands.iter_mut().zip(&mut samples) {
+            let mut command = make(n);
+            command.stdout(Stdio::null()).stderr(Stdio::piped());
+            let start = Instant::now();
+            let out = command.output().unwrap_or_else(|e| panic!("{label}: {e}"));
+            let elapsed = start.elapsed();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{label} failed: {stderr}");
+            if n >= WARMUP {
+                samples.push(elapsed);
+            }
         }
     }
-    stats(samples)
+    samples.map(stats)
 }
 
 /// An OCI bundle of the busybox image whose process is `true`, for runc and crun.
@@ -75,31 +82,43 @@ fn main() {
     let layout = d.dir.path().join("busybox-layout");
     let bundle = bundle(&layout, d.dir.path());
 
-    let rauha = time_command("rauha run", |_| {
-        d.command(&["run", "--rm", "--zone", "bench", "busybox", "true"])
-    });
-    let runc = time_command("runc run", |n| {
-        let mut c = Command::new("runc");
-        c.args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(format!("rauha-bench-runc-{}-{n}", std::process::id()));
-        c
-    });
-    let crun = time_command("crun run", |n| {
-        let script = format!(
-            "mount -t tmpfs none /sys/fs/cgroup/unified && exec crun run --bundle {} rauha-bench-crun-{}-{n}",
-            bundle.display(),
-            std::process::id()
-        );
-        let mut c = Command::new("unshare");
-        c.args(["-m", "--propagation", "private", "sh", "-c", &script]);
-        c
-    });
-    let bare = time_command("unshare", |_| {
-        let mut c = Command::new("unshare");
-        c.args(["--fork", "--pid", "--mount-proc", "true"]);
-        c
-    });
+    let [rauha, runc, crun, bare] = time_commands(&mut [
+        (
+            "rauha run",
+            Box::new(|_| d.command(&["run", "--rm", "--zone", "bench", "busybox", "true"])),
+        ),
+        (
+            "runc run",
+            Box::new(|n| {
+                let mut c = Command::new("runc");
+                c.args(["run", "--bundle"])
+                    .arg(&bundle)
+                    .arg(format!("rauha-bench-runc-{}-{n}", std::process::id()));
+                c
+            }),
+        ),
+        (
+            "crun run",
+            Box::new(|n| {
+                let script = format!(
+                    "mount -t tmpfs none /sys/fs/cgroup/unified && exec crun run --bundle {} rauha-bench-crun-{}-{n}",
+                    bundle.display(),
+                    std::process::id()
+                );
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+                c
+            }),
+        ),
+        (
+            "unshare",
+            Box::new(|_| {
+                let mut c = Command::new("unshare");
+                c.args(["--fork", "--pid", "--mount-proc", "true"]);
+                c
+            }),
+        ),
+    ]);
 
     // Created → running inside the daemon, through the API.
     let start = smol::block_on(Compat::new(async {
@@ -135,7 +154,9 @@ fn main() {
         .unwrap_or_default();
     let shim_rss: Vec<String> = shims.lines().map(|pid| format!("{} KiB", rss_kib(pid))).collect();
 
-    println!("| measurement ({RUNS} runs after {WARMUP} warm-up) | median | p95 |");
+    println!(
+        "| measurement ({RUNS} runs each after {WARMUP} warm-up; the four commands take turns) | median | p95 |"
+    );
     println!("|---|---|---|");
     println!(
         "| `rauha run --rm --zone bench busybox true` (CLI → daemon → shim, output streamed, exit code) | {} | {} |",
