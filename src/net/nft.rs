@@ -577,6 +577,51 @@ pub fn remove_commands(zone_id: u32, installed: &InstalledZone) -> Vec<Value> {
     c
 }
 
+/// An nft process started by [`Nft::spawn`].
+struct NftRun {
+    action: String,
+    program: String,
+    child: std::process::Child,
+}
+
+impl NftRun {
+    /// Waits for nft; returns its stdout, or its stderr as the error when it failed.
+    fn finish(self) -> Result<Vec<u8>, NetError> {
+        let output = self
+            .child
+            .wait_with_output()
+            .map_err(|source| NetError::NftSpawn { program: self.program, source })?;
+        if !output.status.success() {
+            return Err(NetError::NftFailed {
+                action: self.action,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(output.stdout)
+    }
+}
+
+/// A new zone's rules being installed ([`Nft::begin_new_zone`]).
+pub struct PendingZone<'a> {
+    nft: &'a Nft,
+    cfg: &'a NetConfig,
+    zone: &'a ZoneNetSpec,
+    peers: &'a [PeerInfo],
+    run: NftRun,
+}
+
+impl PendingZone<'_> {
+    /// Waits for the rules. If the kernel refused the batch (stale elements of an earlier
+    /// zone with the same id), it lists what is installed and applies again, like
+    /// [`Nft::apply_zone_after`].
+    pub fn finish(self) -> Result<(), NetError> {
+        match self.run.finish() {
+            Err(NetError::NftFailed { .. }) => self.nft.apply_zone(self.cfg, self.zone, self.peers),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
 /// Runs nft inside one network namespace.
 pub struct Nft {
     program: PathBuf,
@@ -600,6 +645,16 @@ impl Nft {
 
     /// Runs `nft -j <args>` with `input` on stdin inside the namespace; returns stdout.
     fn run(&self, action: &str, args: &[&str], input: Option<&Value>) -> Result<Vec<u8>, NetError> {
+        self.spawn(action, args, input)?.finish()
+    }
+
+    /// Starts `nft -j <args>` with `input` on stdin inside the namespace.
+    fn spawn(
+        &self,
+        action: &str,
+        args: &[&str],
+        input: Option<&Value>,
+    ) -> Result<NftRun, NetError> {
         let stdin = match input {
             Some(v) => Some(
                 serde_json::to_vec(v)
@@ -636,14 +691,8 @@ impl Nft {
             // nft reads all of stdin before it answers, so writing first cannot deadlock.
             pipe.write_all(&bytes).map_err(spawn_err)?;
         }
-        let output = child.wait_with_output().map_err(spawn_err)?;
-        if !output.status.success() {
-            return Err(NetError::NftFailed {
-                action: action.to_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(output.stdout)
+        let program = self.program.display().to_string();
+        Ok(NftRun { action: action.to_owned(), program, child })
     }
 
     /// Applies one batch atomically (`nft -j -f -`).
@@ -713,6 +762,24 @@ impl Nft {
             Err(NetError::NftFailed { .. }) => self.apply_zone(cfg, zone, peers),
             other => other,
         }
+    }
+
+    /// [`Nft::apply_zone_after`] for a zone with nothing installed, started in the background:
+    /// its rules name the zone's interface but do not need it to exist, so the caller can make
+    /// the veth meanwhile. [`PendingZone::finish`] waits for it.
+    pub fn begin_new_zone<'a>(
+        &'a self,
+        cfg: &'a NetConfig,
+        zone: &'a ZoneNetSpec,
+        peers: &'a [PeerInfo],
+    ) -> Result<PendingZone<'a>, NetError> {
+        let commands = zone_commands(cfg, zone, peers);
+        let run = self.spawn(
+            &format!("apply zone {}", zone.zone_id),
+            &["-f", "-"],
+            Some(&batch(commands)),
+        )?;
+        Ok(PendingZone { nft: self, cfg, zone, peers, run })
     }
 
     /// Like [`Nft::remove_zone`] with the installed spec known; falls back to listing.

@@ -91,7 +91,8 @@ impl Networking {
     }
 
     /// [`Networking::connect`] for a zone just made: nothing of it is installed yet, so only a
-    /// bridged zone needs an nft transaction, and that one need not list the ruleset first.
+    /// bridged zone needs an nft transaction, that one need not list the ruleset first, and it
+    /// runs while the veth is made.
     pub fn connect_new(
         &self,
         dir: &NetnsDir,
@@ -99,11 +100,15 @@ impl Networking {
         network: &ZoneNetwork,
     ) -> Result<(), NetError> {
         let spec = spec_of(zone, network);
-        self.attach(dir, &spec)?;
-        if spec.mode == NetMode::Bridged {
-            self.nft.apply_zone_after(&self.config, None, &spec, &network.peers)?;
-        }
-        Ok(())
+        let rules = if spec.mode == NetMode::Bridged {
+            Some(self.nft.begin_new_zone(&self.config, &spec, &network.peers)?)
+        } else {
+            None
+        };
+        // Wait for nft even when the veth fails, so the caller's rollback finds its rules.
+        let attached = self.attach(dir, &spec);
+        let applied = rules.map_or(Ok(()), |rules| rules.finish());
+        attached.and(applied)
     }
 
     fn attach(&self, dir: &NetnsDir, spec: &ZoneNetSpec) -> Result<(), NetError> {
