@@ -153,9 +153,18 @@ fn restart_keeps_addresses_and_rules_and_delete_removes_them() {
 
     let numeric = json(&d.ok(&["zone", "inspect", "b"]))["numeric_id"].as_u64().unwrap();
     d.ok(&["zone", "delete", "--force", "b"]);
-    let links = d.netns.command("ip").args(["-o", "link"]).output().unwrap();
-    let links = String::from_utf8_lossy(&links.stdout).to_string();
-    assert!(!links.contains(&format!("rz{numeric}@")), "veth left: {links}");
+    // The veth goes with the zone's namespace, reaped by the kernel once it is freed.
+    let veth = format!("rz{numeric}@");
+    let mut links = String::new();
+    for _ in 0..200 {
+        let out = d.netns.command("ip").args(["-o", "link"]).output().unwrap();
+        links = String::from_utf8_lossy(&out.stdout).to_string();
+        if !links.contains(&veth) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(!links.contains(&veth), "veth left: {links}");
     let rules = d.netns.command("nft").args(["list", "ruleset"]).output().unwrap();
     let rules = String::from_utf8_lossy(&rules.stdout).to_string();
     assert!(!rules.contains(&format!("z{numeric}-")), "rules left: {rules}");
