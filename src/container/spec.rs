@@ -235,6 +235,7 @@ pub fn shim_spec(
         tty: process.terminal().unwrap_or(false),
         interactive: inputs.interactive,
         stdin_once: inputs.stdin_once,
+        self_exec: false,
     })
 }
 
