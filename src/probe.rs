@@ -507,7 +507,12 @@ impl Confinement {
     /// holds, nor seccomp without a filter.
     fn refine(&self, mut check: Check) -> Check {
         let held = needed_capability(&check.check).is_some_and(|cap| self.caps & (1 << cap) != 0);
-        check.held_by.retain(|m| !(m == CAPABILITIES && held) && !(m == SECCOMP && !self.seccomp));
+        let answered = |m: &str| match m {
+            CAPABILITIES => !held,
+            SECCOMP => self.seccomp,
+            _ => true,
+        };
+        check.held_by.retain(|m| answered(m));
         check
     }
 }

@@ -272,3 +272,19 @@ fn unknown_and_invalid_zones_are_refused_with_the_reason() {
     let probes = std::fs::read_dir(d.root.join("probes")).map(|r| r.count()).unwrap_or(0);
     assert_eq!(probes, 0);
 }
+
+#[test]
+fn a_probe_that_crashes_is_an_error_that_leaves_nothing_behind() {
+    let Some(d) = TestDaemon::start("verify crash") else { return };
+    // The zone's seccomp profile denies write(2): the probe cannot report and dies of it.
+    let mute = d.write_file("mute.toml", "[syscalls]\ndeny = [\"write\"]\n");
+    d.ok(&["zone", "create", "--name", "mute", "--policy", mute.to_str().expect("utf-8")]);
+    let err = d.fails(&["zone", "verify", "mute"]);
+    assert!(err.contains("verify zone \"mute\": the probe exited with code"), "{err}");
+    assert!(err.contains("after 0 checks"), "{err}");
+    assert_no_leftovers(&d, "mute");
+    // The zone is still usable, and verifying it again fails the same way.
+    let err = d.fails(&["zone", "verify", "mute"]);
+    assert!(err.contains("the probe exited"), "{err}");
+    assert_no_leftovers(&d, "mute");
+}

@@ -340,13 +340,6 @@ impl Daemon {
                 ShimInputs {
                     id: id.to_string(),
                     rootfs,
-                    writable_paths: zone
-                        .policy
-                        .filesystem
-                        .writable_paths
-                        .iter()
-                        .map(PathBuf::from)
-                        .collect(),
                     cgroup,
                     log: LogSpec {
                         path: self.log_path(id),

@@ -77,6 +77,15 @@ impl Daemon {
         };
         let result = run.execute();
         drop(run);
+        if let Ok(report) = &result {
+            let summary = if report.is_isolated {
+                "isolated: every required boundary held".to_owned()
+            } else {
+                format!("NOT isolated: not held: {}", report.not_held().join(", "))
+            };
+            tracing::info!(zone = %name, %summary, "zone verified");
+            self.events.publish(name, "zone.verified", summary);
+        }
         // A zone deleted under the run killed the probe; say so rather than what it broke.
         match (&result, self.registry().get(name).map(|z| z.state)) {
             (Err(_), Ok(ZoneState::Deleting) | Err(_)) => {
@@ -301,13 +310,6 @@ impl ProbeRun<'_> {
             ShimInputs {
                 id: self.short.clone(),
                 rootfs,
-                writable_paths: zone
-                    .policy
-                    .filesystem
-                    .writable_paths
-                    .iter()
-                    .map(PathBuf::from)
-                    .collect(),
                 cgroup: cgroup.clone(),
                 log: LogSpec { path: self.dir.join("probe.log"), max_size: 1 << 20, max_files: 1 },
                 resolv_conf: None,

@@ -96,7 +96,7 @@ fn split(info: &ContainerInfo, fds: Vec<OwnedFd>) -> Result<relay::Stdio<Outboun
         2 => None,
         _ => return Err(format!("expected 2 or 3 pipes, got {count} fds")),
     };
-    let outputs = fds.map(|fd| (fd, Outbound::StdoutData as fn(Vec<u8>) -> Outbound)).collect();
+    let outputs = fds.map(|fd| -> relay::Output<Outbound> { (fd, Outbound::StdoutData) }).collect();
     Ok(relay::Stdio { input, master: None, outputs })
 }
 

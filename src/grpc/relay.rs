@@ -26,14 +26,16 @@ pub(super) enum Input {
     Resize(u32, u32),
 }
 
+/// An output fd and the message its bytes travel in.
+pub(super) type Output<M> = (OwnedFd, fn(Vec<u8>) -> M);
+
 /// The client's side of a process's stdio, as the daemon handed it over.
 pub(super) struct Stdio<M> {
     /// Where input goes: a stdin pipe, a PTY master, or nowhere.
     pub input: Option<OwnedFd>,
     /// The PTY master, for resizes (with a TTY).
     pub master: Option<OwnedFd>,
-    /// Output fds and the message their bytes travel in.
-    pub outputs: Vec<(OwnedFd, fn(Vec<u8>) -> M)>,
+    pub outputs: Vec<Output<M>>,
 }
 
 /// Whether the client is still reading the response stream. Weak, so that the relay's

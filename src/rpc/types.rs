@@ -124,6 +124,17 @@ pub struct IsolationReport {
     pub layers: Vec<EnforcementLayer>,
 }
 
+impl IsolationReport {
+    /// The required checks that ran and did not hold.
+    pub fn not_held(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| c.required && c.skipped.is_empty() && !c.passed)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
 /// One boundary attack (or structural fact) of `zone verify`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IsolationCheck {
