@@ -761,6 +761,22 @@ fn attach_relays_output_input_resizes_and_the_exit_code() {
     assert!(output.contains("33 120"), "{output:?}");
     assert_eq!((exit, after), (Some(7), 0));
 
+    // Leaving (dropping the stream) detaches; the container runs on.
+    let sleeper = g.create_container("z", "sleeper", &["sleep", "1000"]);
+    g.start_container(&sleeper);
+    g.block_on({
+        let mut containers = g.containers.clone();
+        let messages = vec![start(&sleeper)];
+        async move {
+            let stream = containers.attach(tokio_stream::iter(messages)).await?.into_inner();
+            drop(stream);
+            Ok::<_, tonic::Status>(())
+        }
+    })
+    .expect("attach and leave");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(g.container(&sleeper).expect("sleeper").state, "Running");
+
     // Status codes: start first, ids, and a stopped container.
     let attach = |messages: Vec<ctr::AttachRequest>| {
         let mut containers = g.containers.clone();
