@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -45,6 +45,8 @@ use crate::zone::{Zone, ZoneState};
 pub(super) const PROBE_PREFIX: &str = "probe-";
 /// How long the probes may run; they take a few seconds (connect attempts wait 1 s each).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the created probe may take to join its cgroup v1 hierarchies.
+const PLACEMENT_WAIT: Duration = Duration::from_secs(5);
 /// How long cleanup waits for a killed probe to be reaped.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// The port connect attempts aim at (discard); any answer at all means the packet crossed.
@@ -214,7 +216,8 @@ impl ProbeRun<'_> {
         let zone = self.zone.clone();
         let lower = self.dir.join("lower");
         let rootfs = RootfsSpec {
-            lower_dirs: vec![lower.clone()],
+            // The init layer on top, as for every container (its mount points).
+            lower_dirs: vec![lower.clone(), d.init_layer.clone()],
             upper_dir: self.dir.join("upper"),
             work_dir: self.dir.join("work"),
             merged_dir: self.dir.join("merged"),
@@ -389,7 +392,8 @@ impl ProbeRun<'_> {
     }
 
     /// Whether the created (not yet started) probe process sits in its cgroup, a child of the
-    /// zone's, in every hierarchy it joined.
+    /// zone's, in every hierarchy. It joins the v1 hierarchies itself right after it is
+    /// cloned, so this waits (briefly) until it has; then it waits for its start.
     fn placement_check(&self, pid: u32, v1_hierarchies: usize, v2: bool) -> IsolationCheck {
         let expected = format!(
             "/{}/{}/ctr-{}",
@@ -398,34 +402,36 @@ impl ProbeRun<'_> {
             self.short
         );
         let path = format!("/proc/{pid}/cgroup");
-        let (passed, detail) = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let paths: Vec<(&str, &str)> = text
-                    .lines()
-                    .filter_map(|line| {
-                        let mut parts = line.splitn(3, ':');
-                        let id = parts.next()?;
-                        parts.next()?;
-                        Some((id, parts.next()?))
-                    })
-                    .collect();
-                let v2_ok = !v2 || paths.iter().any(|(id, p)| *id == "0" && *p == expected);
-                let v1_in = paths.iter().filter(|(id, p)| *id != "0" && *p == expected).count();
-                let ok = v2_ok && v1_in >= v1_hierarchies;
-                let wanted = v1_hierarchies + usize::from(v2);
-                let detail = if ok {
-                    format!("{path}: {expected} in the {wanted} hierarchies it joined")
-                } else {
-                    let lines: Vec<String> =
-                        paths.iter().map(|(id, p)| format!("{id}:{p}")).collect();
-                    format!(
-                        "{path}: {} (expected {expected} in {wanted} hierarchies)",
-                        lines.join(" ")
-                    )
-                };
-                (ok, detail)
+        let wanted = v1_hierarchies + usize::from(v2);
+        let deadline = Instant::now() + PLACEMENT_WAIT;
+        let (passed, detail) = loop {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(error) => break (false, format!("read {path}: {error}")),
+            };
+            let paths: Vec<(&str, &str)> = text
+                .lines()
+                .filter_map(|line| {
+                    let mut parts = line.splitn(3, ':');
+                    let id = parts.next()?;
+                    parts.next()?;
+                    Some((id, parts.next()?))
+                })
+                .collect();
+            let v2_ok = !v2 || paths.iter().any(|(id, p)| *id == "0" && *p == expected);
+            let v1_in = paths.iter().filter(|(id, p)| *id != "0" && *p == expected).count();
+            if v2_ok && v1_in >= v1_hierarchies {
+                break (true, format!("{path}: {expected} in the {wanted} hierarchies it joined"));
             }
-            Err(error) => (false, format!("read {path}: {error}")),
+            if Instant::now() >= deadline {
+                let lines: Vec<String> = paths.iter().map(|(id, p)| format!("{id}:{p}")).collect();
+                let seen = lines.join(" ");
+                break (
+                    false,
+                    format!("{path}: {seen} (expected {expected} in {wanted} hierarchies)"),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
         };
         fact("cgroup_placement", "cgroups", passed, detail)
     }
