@@ -71,6 +71,7 @@ fn spec() -> ContainerSpec {
         tty: false,
         interactive: false,
         stdin_once: false,
+        self_exec: false,
     }
 }
 

@@ -1,61 +1,178 @@
-//! The probe role (`rauha probe [--foreign-pid PID]...`): attack probes run from inside a zone
-//! for `rauha zone verify` (DESIGN.md §5, issue 6 item 3). Each check tries to cross one boundary
-//! with a raw syscall and reports `passed` only if the kernel denied it; one JSON line per check
-//! on stdout. It needs nothing from the container image, so it can run from a memfd.
+//! The probe role (`rauha probe …`): attack probes run from inside a zone for `rauha zone
+//! verify` (DESIGN.md §5, issue 6 item 3). Each check tries to cross one boundary with a raw
+//! syscall against a real target outside the zone that the daemon names on the command line (a
+//! host process, another zone's process, a file it planted, a foreign cgroup, a foreign
+//! address) and reports `passed` only if the kernel denied it; one JSON line per check on
+//! stdout. The daemon runs this binary from a memfd inside the zone, so it needs nothing from
+//! any image.
 //!
-//! Every probe is harmless if it got through: invalid arguments make the kernel refuse the
-//! call after its permission checks (`EINVAL`/`EFAULT`), created files are removed, and the
-//! namespace probes run in a forked child that exits at once.
+//! Every probe is harmless if it got through: exec attempts pass an invalid `argv` (the kernel
+//! opens and checks the file first, then fails with `EFAULT` on the arguments), mounts and
+//! reboot use arguments the kernel refuses after its permission checks, created files and
+//! nodes are removed, a sysctl gets its own value back, a foreign `cgroup.procs` is only
+//! opened, and the namespace probes run in a forked child that exits at once.
+//!
+//! Attribution: each check lists, per errno, the mechanisms that answer with it
+//! ([`mechanism`]); the daemon keeps those of the layers that were active. An errno a check
+//! does not expect is inconclusive and fails the check.
+//!
+//! `rauha probe --hold` is the other half: a host-side target the daemon starts outside every
+//! zone; it waits until its stdin closes.
 
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
 
-/// The outcome of one check.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Names of the mechanisms an outcome can point at. The layer names match the daemon's layer
+/// list (`zone verify`, `rauha info`).
+pub mod mechanism {
+    /// pid, mount, uts, ipc, cgroup and network namespaces.
+    pub const NAMESPACES: &str = "namespaces";
+    /// The read-only rootfs and `/proc/sys`, the masked paths.
+    pub const READONLY_MOUNTS: &str = "read-only-mounts";
+    /// The seccomp filter.
+    pub const SECCOMP: &str = "seccomp";
+    /// The Landlock ruleset (filesystem rights, signal scoping).
+    pub const LANDLOCK: &str = "landlock";
+    /// The capability allow-list.
+    pub const CAPABILITIES: &str = "capabilities";
+    /// The per-zone cgroup-BPF programs (devices, sysctl, egress).
+    pub const CGROUP_BPF: &str = "cgroup-bpf";
+    /// The BPF LSM programs.
+    pub const LSM: &str = "lsm";
+    /// The zone's nftables rules.
+    pub const NFTABLES: &str = "nftables";
+    /// The zone's cgroup: the probe's placement and the zone's limits.
+    pub const CGROUPS: &str = "cgroups";
+    /// The kernel itself lacks the feature (e.g. no module support).
+    pub const KERNEL: &str = "kernel";
+}
+
+use mechanism::*;
+
+/// The outcome of one check, one JSON line of the probe's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
-    /// Short name, e.g. `mount`.
-    pub check: &'static str,
+    /// Short name, e.g. `mount`, `signal_host`.
+    pub check: String,
     /// The boundary it attacks, e.g. `mounts`.
-    pub boundary: &'static str,
-    /// Whether the attack was denied.
+    pub boundary: String,
+    /// Whether the attack was denied (or, for a structural check, the fact holds).
     pub passed: bool,
     /// The errno the attack got (`0` = it succeeded).
     pub errno: i32,
-    /// What the errno points at: the mechanism that held, or why it did not.
-    pub held_by: &'static str,
+    /// The mechanisms that answer with this errno for this check (empty when not held).
+    pub held_by: Vec<String>,
+    /// What was tried and what came back.
+    pub detail: String,
 }
 
-/// What an errno from an attack says about who stopped it.
-fn held_by(errno: i32, hidden_ok: bool) -> (bool, &'static str) {
-    if errno == 0 {
-        return (false, "nothing: the attack succeeded");
+/// Which errnos mean "denied" for a check, and by what.
+type Rules = &'static [(Errno, &'static [&'static str])];
+
+/// Hidden by the pid or mount namespace.
+const HIDDEN: Rules = &[(Errno::NOENT, &[NAMESPACES]), (Errno::SRCH, &[NAMESPACES])];
+/// A syscall the profile and the capability allow-list both refuse.
+const PRIVILEGED: Rules = &[(Errno::PERM, &[SECCOMP, CAPABILITIES])];
+/// A path outside the zone.
+const FOREIGN_FILE: Rules = &[
+    (Errno::NOENT, &[NAMESPACES]),
+    (Errno::SRCH, &[NAMESPACES]),
+    // /proc/PID/root and /proc/PID/exe need ptrace read access to the target.
+    (Errno::ACCESS, &[LANDLOCK, CAPABILITIES]),
+    (Errno::PERM, &[LSM]),
+];
+/// A write inside the zone's own rootfs, outside its writable paths.
+const OWN_WRITE: Rules = &[
+    (Errno::ROFS, &[READONLY_MOUNTS]),
+    (Errno::ACCESS, &[LANDLOCK]),
+    (Errno::PERM, &[CGROUP_BPF]),
+];
+
+/// The verdict of an attack that got `errno`; unknown errnos are inconclusive.
+fn judge(check: &str, boundary: &str, errno: i32, rules: Rules, tried: String) -> Check {
+    let (passed, held_by, what) = if errno == 0 {
+        (false, Vec::new(), "succeeded: the boundary was crossed".to_owned())
+    } else {
+        match rules.iter().find(|(e, _)| e.raw_os_error() == errno) {
+            Some((_, by)) => (true, by.iter().map(|m| m.to_string()).collect(), errno_text(errno)),
+            None => {
+                (false, Vec::new(), format!("{}: inconclusive, not a denial", errno_text(errno)))
+            }
+        }
+    };
+    Check {
+        check: check.to_owned(),
+        boundary: boundary.to_owned(),
+        passed,
+        errno,
+        held_by,
+        detail: format!("{tried}: {what}"),
     }
-    if !(1..4096).contains(&errno) {
-        return (false, "inconclusive: failed for another reason");
-    }
-    match Errno::from_raw_os_error(errno) {
-        Errno::PERM => (true, "seccomp or capabilities (EPERM)"),
-        Errno::ACCESS => (true, "Landlock or permissions (EACCES)"),
-        Errno::ROFS => (true, "read-only mount (EROFS)"),
-        Errno::NOSYS => (true, "seccomp or kernel without the feature (ENOSYS)"),
-        Errno::NOENT | Errno::SRCH if hidden_ok => (true, "namespace hides the target"),
-        _ => (false, "inconclusive: failed for another reason"),
-    }
 }
 
-fn errno_of(rc: libc::c_long) -> i32 {
-    if rc >= 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) }
+/// `ENOENT (no such file or directory)`.
+pub fn errno_text(errno: i32) -> String {
+    let full = std::io::Error::from_raw_os_error(errno).to_string();
+    let message = full.split(" (os error").next().unwrap_or(&full).to_lowercase();
+    format!("{} ({message})", errno_name(errno))
 }
 
-fn check(check: &'static str, boundary: &'static str, errno: i32, hidden_ok: bool) -> Check {
-    let (passed, held_by) = held_by(errno, hidden_ok);
-    Check { check, boundary, passed, errno, held_by }
+/// The symbolic name of the errnos the probes can meet.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EINVAL => "EINVAL",
+        libc::EROFS => "EROFS",
+        libc::ENOSYS => "ENOSYS",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        0 => "0",
+        _ => return format!("errno {errno}"),
+    };
+    name.to_owned()
 }
 
-fn open_errno(path: &str, flags: rustix::fs::OFlags) -> i32 {
-    match rustix::fs::open(path, flags | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::from(0o600))
-    {
+fn last_errno(rc: libc::c_long) -> i32 {
+    if rc >= 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) }
+}
+
+fn open_errno(path: &str, flags: OFlags) -> i32 {
+    match rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::from(0o600)) {
         Ok(_) => 0,
         Err(e) => e.raw_os_error(),
+    }
+}
+
+/// Tries to execute `path` with an invalid `argv`: the kernel opens and checks the file for
+/// execution first, then fails on the arguments with `EFAULT`, so nothing ever runs. `EFAULT`
+/// therefore means the file was reachable and executable: reported as `0`, a crossing.
+fn exec_errno(path: &str) -> i32 {
+    let Ok(path) = std::ffi::CString::new(path) else { return libc::EINVAL };
+    // SAFETY: a valid C string; argv is deliberately an invalid pointer, which execve reads
+    // only after opening the file and fails with EFAULT, leaving this process as it was.
+    let rc = unsafe { libc::syscall(libc::SYS_execve, path.as_ptr(), 1usize, 0usize) };
+    match last_errno(rc) {
+        libc::EFAULT => 0,
+        errno => errno,
     }
 }
 
@@ -70,7 +187,7 @@ fn in_child(f: fn() -> i32) -> i32 {
         unsafe { libc::_exit(code.clamp(0, 255)) }
     }
     if pid < 0 {
-        return errno_of(-1);
+        return last_errno(-1);
     }
     let mut status = 0;
     // SAFETY: waiting for our own child with a valid status pointer.
@@ -78,112 +195,482 @@ fn in_child(f: fn() -> i32) -> i32 {
     if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { libc::EINTR }
 }
 
-/// Runs every check; `foreign` are host pids of processes outside this zone (another zone's,
-/// the host's) that must be invisible.
-pub fn run_checks(foreign: &[u32]) -> Vec<Check> {
-    let mut out = Vec::new();
-    for &pid in foreign {
-        // SAFETY: signal 0 only checks existence and permission.
-        let kill = errno_of(unsafe { libc::kill(pid as i32, 0) } as libc::c_long);
-        out.push(check("signal_foreign", "signals", kill, true));
-        // SAFETY: PTRACE_ATTACH on a pid; if it succeeded we detach at once below.
-        let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid as libc::pid_t, 0, 0) };
-        let attach = errno_of(rc);
-        if attach == 0 {
-            // SAFETY: detaching the tracee we just attached.
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as libc::pid_t, 0, 0) };
-        }
-        out.push(check("ptrace_foreign", "ptrace", attach, true));
-        let root = open_errno(&format!("/proc/{pid}/root/"), rustix::fs::OFlags::PATH);
-        out.push(check("files_foreign_root", "files", root, true));
-    }
-    let create = open_errno(
-        "/etc/.rauha-probe",
-        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::EXCL,
-    );
-    if create == 0 {
-        let _ = rustix::fs::unlink("/etc/.rauha-probe");
-    }
-    out.push(check("write_rootfs", "files", create, false));
-    let sysctl = open_errno("/proc/sys/vm/overcommit_ratio", rustix::fs::OFlags::WRONLY);
-    out.push(check("write_sysctl", "sysctl", sysctl, false));
-    let node = "/tmp/.rauha-probe-disk";
-    let mknod = match rustix::fs::mknodat(
-        rustix::fs::CWD,
-        node,
-        rustix::fs::FileType::BlockDevice,
-        rustix::fs::Mode::from(0o600),
-        rustix::fs::makedev(8, 0),
-    ) {
-        Ok(()) => {
-            let _ = rustix::fs::unlink(node);
-            0
-        }
-        Err(e) => e.raw_os_error(),
-    };
-    out.push(check("mknod_device", "devices", mknod, false));
-    // Re-applies read-only to the already read-only root: a no-op if it got through.
-    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-    // SAFETY: a valid C string target, null source/type/data as a bind remount takes them.
-    let mount = errno_of(unsafe {
-        libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), flags, std::ptr::null())
-    } as libc::c_long);
-    out.push(check("mount", "mounts", mount, false));
-    // SAFETY: a null image of length 0: refused (EFAULT/EINVAL/ENOEXEC) if allowed at all.
-    let module = errno_of(unsafe {
-        libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0, c"".as_ptr())
-    });
-    out.push(check("load_module", "kernel", module, false));
-    // SAFETY: no segments and unknown flags: EINVAL if allowed, nothing is loaded.
-    let kexec = errno_of(unsafe {
-        libc::syscall(libc::SYS_kexec_load, 0, 0, std::ptr::null::<u8>(), 0xdead_0000u64)
-    });
-    out.push(check("kexec", "kernel", kexec, false));
-    // SAFETY: wrong magic numbers: EINVAL if allowed, never reboots.
-    let reboot = errno_of(unsafe { libc::syscall(libc::SYS_reboot, 0, 0, 0, 0) });
-    out.push(check("reboot", "kernel", reboot, false));
-    out.push(check("unshare_mount", "namespaces", in_child(unshare_mount), false));
-    out.push(check("unshare_user", "namespaces", in_child(unshare_user), false));
-    out.push(check("setns", "namespaces", in_child(setns_net), false));
-    out
-}
-
 fn unshare_mount() -> i32 {
     // SAFETY: runs in the forked child of `in_child`, which exits right after.
-    errno_of(unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long)
+    last_errno(unsafe { libc::unshare(libc::CLONE_NEWNS) } as libc::c_long)
 }
 
 fn unshare_user() -> i32 {
     // SAFETY: runs in the forked child of `in_child`, which exits right after.
-    errno_of(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as libc::c_long)
+    last_errno(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as libc::c_long)
 }
 
 fn setns_net() -> i32 {
-    let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC;
-    match rustix::fs::open("/proc/self/ns/net", flags, rustix::fs::Mode::empty()) {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    match rustix::fs::open("/proc/self/ns/net", flags, Mode::empty()) {
         // Re-entering its own namespace: harmless, and still needs CAP_SYS_ADMIN.
         // SAFETY: a valid nsfs fd; runs in the forked child of `in_child`.
-        Ok(fd) => errno_of(unsafe {
+        Ok(fd) => last_errno(unsafe {
             libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET)
         } as libc::c_long),
         Err(e) => e.raw_os_error(),
     }
 }
 
-/// Entry point of the probe role: prints one JSON line per check; exit code 0 if all passed.
-pub fn main(args: &[String]) -> std::process::ExitCode {
-    let mut foreign = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match (arg.as_str(), it.next().and_then(|v| v.parse().ok())) {
-            ("--foreign-pid", Some(pid)) => foreign.push(pid),
-            _ => {
-                eprintln!("usage: rauha probe [--foreign-pid PID]...");
-                return std::process::ExitCode::from(2);
+/// What the probes attack, from the command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// `--foreign-pid LABEL:PID`: processes outside the zone (`host`, `zone`), host pids.
+    pub pids: Vec<(String, u32)>,
+    /// `--host-file PATH`: a readable file the daemon planted on the host.
+    pub host_file: Option<String>,
+    /// `--host-exec PATH`: an executable file the daemon planted on the host.
+    pub host_exec: Option<String>,
+    /// `--foreign-cgroup LABEL:PATH`: `cgroup.procs` files of cgroups outside the zone.
+    pub cgroups: Vec<(String, String)>,
+    /// `--connect LABEL:IP:PORT`: addresses outside the zone the policy does not allow.
+    pub connect: Vec<(String, SocketAddr)>,
+    /// `--writable DIR`: the zone's writable paths (where a device node could be made).
+    pub writable: Vec<String>,
+    /// `--host-ns KIND:INODE`: the host's namespaces, which the probe's must differ from.
+    pub host_ns: Vec<(String, u64)>,
+    /// `--zone-netns INODE`: the network namespace the probe must be in.
+    pub zone_netns: Option<u64>,
+}
+
+/// Namespace kinds `--host-ns` may name (files of `/proc/self/ns`).
+const NS_KINDS: [&str; 6] = ["mnt", "pid", "uts", "ipc", "cgroup", "net"];
+
+fn label(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.len() <= 16 && text.bytes().all(|b| b.is_ascii_lowercase()) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("label {text:?} must be 1-16 lowercase letters"))
+    }
+}
+
+impl Targets {
+    /// Parses the probe's flags.
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut t = Targets::default();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let pair = || {
+                value.split_once(':').ok_or_else(|| format!("{flag}: {value:?} is not LABEL:VALUE"))
+            };
+            let number = |text: &str| {
+                text.parse::<u64>().map_err(|e| format!("{flag}: {text:?} is not a number: {e}"))
+            };
+            match flag.as_str() {
+                "--foreign-pid" => {
+                    let (l, pid) = pair()?;
+                    let pid = u32::try_from(number(pid)?).map_err(|e| format!("{flag}: {e}"))?;
+                    t.pids.push((label(l)?, pid));
+                }
+                "--host-file" => t.host_file = Some(value.clone()),
+                "--host-exec" => t.host_exec = Some(value.clone()),
+                "--foreign-cgroup" => {
+                    let (l, path) = pair()?;
+                    t.cgroups.push((label(l)?, path.to_owned()));
+                }
+                "--connect" => {
+                    let (l, addr) = pair()?;
+                    let addr = addr.parse().map_err(|e| format!("{flag}: {addr:?}: {e}"))?;
+                    t.connect.push((label(l)?, addr));
+                }
+                "--writable" => t.writable.push(value.clone()),
+                "--host-ns" => {
+                    let (kind, inode) = pair()?;
+                    if !NS_KINDS.contains(&kind) {
+                        return Err(format!("{flag}: unknown namespace kind {kind:?}"));
+                    }
+                    t.host_ns.push((kind.to_owned(), number(inode)?));
+                }
+                "--zone-netns" => t.zone_netns = Some(number(value)?),
+                other => return Err(format!("unknown flag {other:?}")),
+            }
+        }
+        Ok(t)
+    }
+
+    /// The flags that [`Targets::parse`] reads back.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut push = |flag: &str, value: String| {
+            args.push(flag.to_owned());
+            args.push(value);
+        };
+        for (l, pid) in &self.pids {
+            push("--foreign-pid", format!("{l}:{pid}"));
+        }
+        if let Some(path) = &self.host_file {
+            push("--host-file", path.clone());
+        }
+        if let Some(path) = &self.host_exec {
+            push("--host-exec", path.clone());
+        }
+        for (l, path) in &self.cgroups {
+            push("--foreign-cgroup", format!("{l}:{path}"));
+        }
+        for (l, addr) in &self.connect {
+            push("--connect", format!("{l}:{addr}"));
+        }
+        for dir in &self.writable {
+            push("--writable", dir.clone());
+        }
+        for (kind, inode) in &self.host_ns {
+            push("--host-ns", format!("{kind}:{inode}"));
+        }
+        if let Some(inode) = self.zone_netns {
+            push("--zone-netns", inode.to_string());
+        }
+        args
+    }
+}
+
+/// Attacks on one process outside the zone.
+fn process_checks(label: &str, pid: u32, host_file: Option<&str>, out: &mut Vec<Check>) {
+    let proc_dir = format!("/proc/{pid}");
+    let see = match rustix::fs::stat(proc_dir.as_str()) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error(),
+    };
+    out.push(judge(&format!("see_{label}"), "visibility", see, HIDDEN, format!("stat {proc_dir}")));
+    // SAFETY: signal 0 only checks existence and permission.
+    let kill = last_errno(unsafe { libc::kill(pid as i32, 0) } as libc::c_long);
+    let rules: Rules = &[(Errno::SRCH, &[NAMESPACES]), (Errno::PERM, &[LANDLOCK, LSM])];
+    out.push(judge(&format!("signal_{label}"), "signals", kill, rules, format!("kill({pid}, 0)")));
+    // SAFETY: PTRACE_ATTACH on a pid; if it succeeded we detach at once below.
+    let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid as libc::pid_t, 0, 0) };
+    let attach = last_errno(rc);
+    if attach == 0 {
+        // SAFETY: detaching the tracee we just attached.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as libc::pid_t, 0, 0) };
+    }
+    let rules: Rules =
+        &[(Errno::SRCH, &[NAMESPACES]), (Errno::PERM, &[SECCOMP, CAPABILITIES, LSM])];
+    let tried = format!("ptrace(PTRACE_ATTACH, {pid})");
+    out.push(judge(&format!("ptrace_{label}"), "ptrace", attach, rules, tried));
+    // Its root: a planted file for the host, the rootfs itself for another zone.
+    let (path, flags) = match host_file {
+        Some(file) => (format!("{proc_dir}/root{file}"), OFlags::RDONLY),
+        None => (format!("{proc_dir}/root/"), OFlags::RDONLY | OFlags::DIRECTORY),
+    };
+    let open = open_errno(&path, flags);
+    out.push(judge(&format!("files_{label}"), "files", open, FOREIGN_FILE, format!("open {path}")));
+    let exe = format!("{proc_dir}/exe");
+    let exec = exec_errno(&exe);
+    out.push(judge(&format!("exec_{label}"), "exec", exec, FOREIGN_FILE, format!("execve {exe}")));
+}
+
+/// Makes a `/dev/mem` node (char 1:1) in each candidate directory and opens the first one made:
+/// the policy allows neither making it (Landlock, read-only mounts) nor opening it (device
+/// allow-list).
+fn open_device(writable: &[String]) -> Check {
+    let mut dirs: Vec<&str> = Vec::new();
+    for dir in writable.iter().map(String::as_str).chain(["/dev", "/tmp"]) {
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let mut attempts = Vec::new();
+    let mut first = None;
+    for dir in dirs {
+        let node = format!("{}/.rauha-probe-mem", dir.trim_end_matches('/'));
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            node.as_str(),
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from(0o600),
+            rustix::fs::makedev(1, 1),
+        );
+        match made {
+            Ok(()) => {
+                let open = open_errno(&node, OFlags::RDONLY);
+                let _ = rustix::fs::unlink(node.as_str());
+                let rules: Rules =
+                    &[(Errno::PERM, &[CGROUP_BPF, LSM]), (Errno::ACCESS, &[LANDLOCK])];
+                let tried = format!("mknod {node} (char 1:1, /dev/mem) succeeded; open it");
+                return judge("open_device", "devices", open, rules, tried);
+            }
+            Err(e) => {
+                attempts.push(format!("mknod {node}: {}", errno_text(e.raw_os_error())));
+                first.get_or_insert(e.raw_os_error());
             }
         }
     }
-    let checks = run_checks(&foreign);
+    let rules: Rules = &[
+        (Errno::ACCESS, &[LANDLOCK]),
+        (Errno::ROFS, &[READONLY_MOUNTS]),
+        // The device allow-list refuses making a node too; CAP_MKNOD is the other gate.
+        (Errno::PERM, &[CGROUP_BPF, CAPABILITIES]),
+        (Errno::NOENT, &[READONLY_MOUNTS]),
+    ];
+    let errno = first.unwrap_or(libc::EINVAL);
+    let mut check = judge("open_device", "devices", errno, rules, "make a device node".into());
+    check.detail = format!("no device node could be made: {}", attempts.join("; "));
+    check
+}
+
+/// Writes a sysctl's own value back (harmless if it got through).
+fn write_sysctl() -> Check {
+    let path = "/proc/sys/vm/overcommit_ratio";
+    let errno = match rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+        Err(e) => e.raw_os_error(),
+        Ok(fd) => {
+            let mut value = [0u8; 32];
+            match rustix::io::read(&fd, &mut value) {
+                Err(e) => e.raw_os_error(),
+                Ok(n) => match rustix::io::pwrite(&fd, &value[..n], 0) {
+                    Ok(_) => 0,
+                    Err(e) => e.raw_os_error(),
+                },
+            }
+        }
+    };
+    judge("write_sysctl", "sysctl", errno, OWN_WRITE, format!("write {path}"))
+}
+
+/// A non-blocking TCP connect with a timeout; `ETIMEDOUT` when nothing answered.
+fn connect_errno(addr: SocketAddr, timeout: Duration) -> i32 {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 };
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let socket = match rustix::net::socket_with(family, SocketType::STREAM, flags, None) {
+        Ok(socket) => socket,
+        Err(e) => return e.raw_os_error(),
+    };
+    match rustix::net::connect(&socket, &addr) {
+        Ok(()) => return 0,
+        Err(Errno::INPROGRESS) => {}
+        Err(e) => return e.raw_os_error(),
+    }
+    let ts = rustix::fs::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    let mut fds = [rustix::event::PollFd::new(&socket, rustix::event::PollFlags::OUT)];
+    match rustix::event::poll(&mut fds, Some(&ts)) {
+        Ok(0) => libc::ETIMEDOUT,
+        Ok(_) => match rustix::net::sockopt::socket_error(socket.as_fd()) {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) | Err(e) => e.raw_os_error(),
+        },
+        Err(e) => e.raw_os_error(),
+    }
+}
+
+/// How long a connect attempt may wait for an answer (a dropping firewall never answers).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The inode of one of this process's namespaces.
+fn own_ns(kind: &str) -> Result<u64, i32> {
+    rustix::fs::stat(format!("/proc/self/ns/{kind}").as_str())
+        .map(|st| st.st_ino)
+        .map_err(|e| e.raw_os_error())
+}
+
+fn structural(check: String, passed: bool, detail: String) -> Check {
+    Check {
+        check,
+        boundary: "namespaces".to_owned(),
+        passed,
+        errno: 0,
+        held_by: if passed { vec![NAMESPACES.to_owned()] } else { Vec::new() },
+        detail,
+    }
+}
+
+/// What confines this process, to drop candidate mechanisms that cannot have answered.
+struct Confinement {
+    /// Effective capabilities.
+    caps: u64,
+    /// A seccomp filter is installed.
+    seccomp: bool,
+}
+
+impl Confinement {
+    fn read() -> Self {
+        let caps = rustix::thread::capabilities(None).map_or(0, |sets| sets.effective.bits());
+        let seccomp = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim() != "0"))
+            })
+            // Unknown: keep seccomp among the candidates.
+            .unwrap_or(true);
+        Self { caps, seccomp }
+    }
+
+    /// The capability allow-list cannot have refused what needs a capability this process
+    /// holds, nor seccomp without a filter.
+    fn refine(&self, mut check: Check) -> Check {
+        let held = needed_capability(&check.check).is_some_and(|cap| self.caps & (1 << cap) != 0);
+        let answered = |m: &str| match m {
+            CAPABILITIES => !held,
+            SECCOMP => self.seccomp,
+            _ => true,
+        };
+        check.held_by.retain(|m| answered(m));
+        check
+    }
+}
+
+/// The capability the attack of `check` needs (`linux/capability.h` numbers).
+fn needed_capability(check: &str) -> Option<u8> {
+    match check {
+        "mount" | "unshare_mount" | "setns" => Some(21), // CAP_SYS_ADMIN
+        "load_module" => Some(16),                       // CAP_SYS_MODULE
+        "kexec" | "reboot" => Some(22),                  // CAP_SYS_BOOT
+        "open_device" => Some(27),                       // CAP_MKNOD
+        _ if check.starts_with("ptrace_") => Some(19),   // CAP_SYS_PTRACE
+        _ => None,
+    }
+}
+
+/// Runs every check against `targets`.
+pub fn run_checks(targets: &Targets) -> Vec<Check> {
+    let confinement = Confinement::read();
+    attack(targets).into_iter().map(|check| confinement.refine(check)).collect()
+}
+
+fn attack(targets: &Targets) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (label, pid) in &targets.pids {
+        let planted = (label == "host").then_some(targets.host_file.as_deref()).flatten();
+        process_checks(label, *pid, planted, &mut out);
+    }
+    if let Some(file) = &targets.host_file {
+        let open = open_errno(file, OFlags::RDONLY);
+        out.push(judge("files_host_path", "files", open, FOREIGN_FILE, format!("open {file}")));
+    }
+    if let Some(file) = &targets.host_exec {
+        let exec = exec_errno(file);
+        out.push(judge("exec_host_path", "exec", exec, FOREIGN_FILE, format!("execve {file}")));
+    }
+    for (label, path) in &targets.cgroups {
+        // Opening for writing is the crossing: the write itself would move the probe.
+        let open = open_errno(path, OFlags::WRONLY);
+        let rules: Rules = &[
+            (Errno::NOENT, &[NAMESPACES]),
+            (Errno::ROFS, &[READONLY_MOUNTS]),
+            (Errno::ACCESS, &[LANDLOCK]),
+            (Errno::PERM, &[LSM]),
+        ];
+        let name = format!("cgroup_procs_{label}");
+        out.push(judge(&name, "cgroups", open, rules, format!("open {path} for writing")));
+    }
+
+    let create = OFlags::CREATE | OFlags::WRONLY | OFlags::EXCL;
+    for (check, file) in [("write_rootfs", "/.rauha-probe"), ("write_dev", "/dev/.rauha-probe")] {
+        let errno = open_errno(file, create);
+        if errno == 0 {
+            let _ = rustix::fs::unlink(file);
+        }
+        out.push(judge(check, "files", errno, OWN_WRITE, format!("create {file}")));
+    }
+    out.push(write_sysctl());
+    out.push(open_device(&targets.writable));
+
+    // Re-applies read-only to the already read-only root: a no-op if it got through.
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+    // SAFETY: a valid C string target, null source/type/data as a bind remount takes them.
+    let mount = last_errno(unsafe {
+        libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), flags, std::ptr::null())
+    } as libc::c_long);
+    out.push(judge("mount", "mounts", mount, PRIVILEGED, "remount / read-only".into()));
+    // SAFETY: a null image of length 0: refused (EFAULT/EINVAL/ENOEXEC) if allowed at all.
+    let module = last_errno(unsafe {
+        libc::syscall(libc::SYS_init_module, std::ptr::null::<u8>(), 0, c"".as_ptr())
+    });
+    let rules: Rules = &[(Errno::PERM, &[SECCOMP, CAPABILITIES]), (Errno::NOSYS, &[KERNEL])];
+    out.push(judge("load_module", "kernel", module, rules, "init_module(empty image)".into()));
+    // SAFETY: no segments and unknown flags: EINVAL if allowed, nothing is loaded.
+    let kexec = last_errno(unsafe {
+        libc::syscall(libc::SYS_kexec_load, 0, 0, std::ptr::null::<u8>(), 0xdead_0000u64)
+    });
+    out.push(judge("kexec", "kernel", kexec, rules, "kexec_load(no segments)".into()));
+    // SAFETY: wrong magic numbers: EINVAL if allowed, never reboots.
+    let reboot = last_errno(unsafe { libc::syscall(libc::SYS_reboot, 0, 0, 0, 0) });
+    out.push(judge("reboot", "kernel", reboot, PRIVILEGED, "reboot(wrong magic)".into()));
+    let unshare = in_child(unshare_mount);
+    out.push(judge("unshare_mount", "namespaces", unshare, PRIVILEGED, "unshare(NEWNS)".into()));
+    // Creating a user namespace needs no capability: only the seccomp profile refuses it.
+    let rules: Rules = &[(Errno::PERM, &[SECCOMP])];
+    let unshare = in_child(unshare_user);
+    out.push(judge("unshare_user", "namespaces", unshare, rules, "unshare(NEWUSER)".into()));
+    let setns = in_child(setns_net);
+    out.push(judge("setns", "namespaces", setns, PRIVILEGED, "setns(own netns)".into()));
+
+    for (label, addr) in &targets.connect {
+        let errno = connect_errno(*addr, CONNECT_TIMEOUT);
+        let rules: Rules = &[
+            (Errno::PERM, &[CGROUP_BPF, LSM]),
+            (Errno::NETUNREACH, &[NAMESPACES]),
+            (Errno::HOSTUNREACH, &[NFTABLES]),
+            (Errno::TIMEDOUT, &[NFTABLES]),
+        ];
+        let mut check =
+            judge(&format!("connect_{label}"), "network", errno, rules, format!("connect {addr}"));
+        if errno == libc::ECONNREFUSED {
+            check.detail = format!(
+                "connect {addr}: {}: the target's stack answered, the packet crossed",
+                errno_text(errno)
+            );
+        }
+        out.push(check);
+    }
+
+    for (kind, host) in &targets.host_ns {
+        let check = format!("namespace_{kind}");
+        out.push(match own_ns(kind) {
+            Ok(own) => {
+                structural(check, own != *host, format!("own {kind} inode {own}, host {host}"))
+            }
+            Err(e) => {
+                structural(check, false, format!("stat /proc/self/ns/{kind}: {}", errno_text(e)))
+            }
+        });
+    }
+    if let Some(zone) = targets.zone_netns {
+        let check = "namespace_net_zone".to_owned();
+        out.push(match own_ns("net") {
+            Ok(own) => structural(check, own == zone, format!("net inode {own}, zone's {zone}")),
+            Err(e) => {
+                structural(check, false, format!("stat /proc/self/ns/net: {}", errno_text(e)))
+            }
+        });
+    }
+    out
+}
+
+/// `--hold`: wait until stdin closes (the daemon ends the hold by closing it or killing us).
+fn hold() -> std::process::ExitCode {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while let Ok(n) = stdin.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// Entry point of the probe role: prints one JSON line per check; exit code 0 if all passed,
+/// 1 if some did not, 2 on bad arguments.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    if args.len() == 1 && args[0] == "--hold" {
+        return hold();
+    }
+    let targets = match Targets::parse(args) {
+        Ok(targets) => targets,
+        Err(error) => {
+            eprintln!("usage: rauha probe [--hold] [--foreign-pid LABEL:PID]... ({error})");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let checks = run_checks(&targets);
     for c in &checks {
         match serde_json::to_string(c) {
             Ok(line) => println!("{line}"),
@@ -202,11 +689,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errnos_map_to_the_layer_that_held() {
-        assert_eq!(held_by(libc::EPERM, false), (true, "seccomp or capabilities (EPERM)"));
-        assert!(!held_by(0, true).0);
-        assert!(held_by(libc::ESRCH, true).0);
-        assert!(!held_by(libc::ESRCH, false).0);
-        assert!(!held_by(libc::EINVAL, false).0);
+    fn errnos_map_to_the_mechanisms_that_answer_with_them() {
+        let c = judge("mount", "mounts", libc::EPERM, PRIVILEGED, "x".into());
+        assert!(c.passed);
+        assert_eq!(c.held_by, [SECCOMP, CAPABILITIES]);
+        assert_eq!(c.detail, "x: EPERM (operation not permitted)");
+        let c = judge("see_host", "visibility", 0, HIDDEN, "stat".into());
+        assert!(!c.passed && c.held_by.is_empty());
+        assert!(c.detail.contains("crossed"), "{}", c.detail);
+        assert!(judge("s", "b", libc::ESRCH, HIDDEN, "x".into()).passed);
+        let c = judge("w", "files", libc::EINVAL, OWN_WRITE, "x".into());
+        assert!(!c.passed);
+        assert!(c.detail.contains("inconclusive"), "{}", c.detail);
+    }
+
+    #[test]
+    fn held_capabilities_and_a_missing_filter_are_not_credited() {
+        let mount = || judge("mount", "mounts", libc::EPERM, PRIVILEGED, "x".into());
+        let free = Confinement { caps: 1 << 21, seccomp: true };
+        assert_eq!(free.refine(mount()).held_by, [SECCOMP]);
+        let unfiltered = Confinement { caps: 0, seccomp: false };
+        assert_eq!(unfiltered.refine(mount()).held_by, [CAPABILITIES]);
+        let signal = judge("signal_host", "signals", libc::ESRCH, HIDDEN, "x".into());
+        assert_eq!(free.refine(signal).held_by, [NAMESPACES]);
+    }
+
+    #[test]
+    fn targets_round_trip_through_their_flags() {
+        let t = Targets {
+            pids: vec![("host".into(), 12), ("zone".into(), 34)],
+            host_file: Some("/x/secret".into()),
+            host_exec: Some("/x/exec".into()),
+            cgroups: vec![("host".into(), "/sys/fs/cgroup/a:b/cgroup.procs".into())],
+            connect: vec![("zone".into(), "10.89.0.3:9".parse().unwrap())],
+            writable: vec!["/tmp".into()],
+            host_ns: vec![("mnt".into(), 4026531841)],
+            zone_netns: Some(4026532000),
+        };
+        assert_eq!(Targets::parse(&t.to_args()).unwrap(), t);
+        let bad = |args: &[&str]| {
+            Targets::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_err()
+        };
+        assert!(bad(&["--foreign-pid", "12"]).contains("LABEL:VALUE"));
+        assert!(bad(&["--foreign-pid", "Host:12"]).contains("lowercase"));
+        assert!(bad(&["--host-ns", "time:1"]).contains("unknown namespace kind"));
+        assert!(bad(&["--frob", "1"]).contains("unknown flag"));
+        assert!(bad(&["--writable"]).contains("needs a value"));
+    }
+
+    #[test]
+    fn exec_with_a_bad_argv_never_runs_and_tells_reachable_from_missing() {
+        assert_eq!(exec_errno("/proc/self/exe"), 0, "reachable: EFAULT, reported as crossed");
+        assert_eq!(exec_errno("/nonexistent/rauha-probe"), libc::ENOENT);
     }
 }

@@ -636,7 +636,8 @@ mod both_layers {
 mod probe_role {
     //! The `rauha probe` role (the attack probes of `zone verify`) run on the host under the
     //! layers, applied in `pre_exec` as the shim would: every check must report the attack
-    //! denied, and name the mechanism that held.
+    //! denied and name the mechanism that held, except seeing the foreign process, which only
+    //! a pid namespace hides (there is none here).
 
     use std::path::Path;
     use std::process::{Command, Stdio};
@@ -661,19 +662,28 @@ mod probe_role {
         let foreign =
             KillOnDrop(Command::new("sleep").arg("100").stdout(Stdio::null()).spawn().unwrap());
         let pid = foreign.0.id().to_string();
-        let out =
-            run_with(env!("CARGO_BIN_EXE_rauha"), &["probe", "--foreign-pid", &pid], move || {
+        let target = format!("zone:{pid}");
+        let out = run_with(env!("CARGO_BIN_EXE_rauha"), &["probe", "--foreign-pid", &target], {
+            move || {
                 ll.apply().map_err(to_io)?;
                 install(&sc).map_err(to_io)
-            })
-            .unwrap();
+            }
+        })
+        .unwrap();
         let (stdout, stderr) = text(&out);
         let checks: Vec<serde_json::Value> =
             stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert!(checks.len() >= 13, "{stdout}\n{stderr}");
+        assert_eq!(checks.len(), 16, "{stdout}\n{stderr}");
+        let named = |name: &str| checks.iter().find(|c| c["check"] == name).expect(name);
         for c in &checks {
-            assert_eq!(c["passed"], true, "{c}");
+            assert_eq!(c["passed"], c["check"] != "see_zone", "{c}");
         }
-        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert_eq!(named("see_zone")["errno"], 0);
+        // Held by what answered: Landlock scopes signals; the profile refuses ptrace, and the
+        // capability allow-list is not credited, as this process holds CAP_SYS_PTRACE.
+        assert_eq!(named("signal_zone")["held_by"][0], "landlock");
+        assert_eq!(named("ptrace_zone")["held_by"], serde_json::json!(["seccomp", "lsm"]));
+        assert_eq!(named("write_dev")["held_by"], serde_json::json!(["landlock"]));
+        assert!(!out.status.success(), "exit 1: a check did not pass\n{stderr}");
     }
 }

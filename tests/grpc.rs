@@ -13,7 +13,9 @@ use harness::TestDaemon;
 use rauha::grpc::ListenAddr;
 use rauha::grpc::client::{BearerToken, connect};
 use rauha::grpc::proto::container::container_service_client::ContainerServiceClient;
-use rauha::grpc::proto::container::{self as ctr, exec_stream_request, exec_stream_response};
+use rauha::grpc::proto::container::{
+    self as ctr, attach_request, attach_response, exec_stream_request, exec_stream_response,
+};
 use rauha::grpc::proto::image as img;
 use rauha::grpc::proto::image::image_service_client::ImageServiceClient;
 use rauha::grpc::proto::zone as zn;
@@ -252,11 +254,39 @@ fn zones_lifecycle_policies_stats_and_status_codes() {
     let unknown = zn::ZoneStatsRequest { zone_name: "nowhere".to_owned() };
     code(g.block_on(zones.zone_stats(unknown)), Code::NotFound);
 
-    // VerifyIsolation: argument rules hold; the daemon has no verify operation to map onto.
+    // VerifyIsolation: argument rules, then the daemon's verify (the attack probes).
     let verify = |name: &str| zn::VerifyIsolationRequest { zone_name: name.to_owned() };
     code(g.block_on(zones.verify_isolation(verify("a/b"))), Code::InvalidArgument);
     code(g.block_on(zones.verify_isolation(verify("nowhere"))), Code::NotFound);
-    code(g.block_on(zones.verify_isolation(verify("ng"))), Code::Unimplemented);
+    let report = g
+        .block_on(zones.verify_isolation(verify("ng")))
+        .unwrap_or_else(|s| panic!("verify: {s:?}\n{}", g.d.log()))
+        .into_inner();
+    assert!(report.is_isolated, "{report:#?}");
+    let named = |name: &str| {
+        report.checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}"))
+    };
+    let mount = named("mount");
+    assert!(mount.passed);
+    assert!(mount.detail.starts_with("mounts: held by seccomp, capabilities: "), "{mount:?}");
+    // No other zone runs a container: those attacks are skipped, not passed.
+    let skipped = named("signal_zone");
+    assert!(!skipped.passed && skipped.detail.starts_with("skipped: "), "{skipped:?}");
+    // Every enforcement layer has an entry: passed = active, the reason when not.
+    for layer in ["seccomp", "landlock", "capabilities", "cgroup-bpf"] {
+        let entry = named(&format!("layer:{layer}"));
+        assert!(entry.passed && entry.detail == "active", "{entry:?}");
+    }
+    let lsm = named("layer:lsm");
+    assert!(lsm.passed || lsm.detail.starts_with("inactive: "), "{lsm:?}");
+    let boundaries = report
+        .checks
+        .iter()
+        .filter(|c| !c.name.starts_with("layer:") && !c.detail.starts_with("skipped: "));
+    assert!(boundaries.clone().count() > 20);
+    for check in boundaries {
+        assert!(check.passed, "{check:?}");
+    }
 
     // Delete; the second delete finds nothing.
     for name in ["ng", "pv", longest.as_str()] {
@@ -653,6 +683,114 @@ fn exec_captures_streams_and_relays_a_tty() {
         };
         code(session(vec![message]), expected);
     }
+}
+
+/// Reads an Attach stream to its end: output, the exit code, and messages after it.
+async fn attach_output(
+    stream: &mut tonic::Streaming<ctr::AttachResponse>,
+) -> Result<(String, Option<i32>, usize), tonic::Status> {
+    let (mut out, mut code, mut after) = (Vec::new(), None, 0);
+    while let Some(response) = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("attach stream ends within 20 s")?
+    {
+        if code.is_some() {
+            after += 1;
+        }
+        match response.message {
+            Some(attach_response::Message::StdoutData(data)) => out.extend(data),
+            Some(attach_response::Message::ExitCode(c)) => code = Some(c),
+            None => {}
+        }
+    }
+    Ok((String::from_utf8_lossy(&out).into_owned(), code, after))
+}
+
+#[test]
+fn attach_relays_output_input_resizes_and_the_exit_code() {
+    let Some(g) = Grpc::start("grpc_attach") else { return };
+    g.d.import_busybox();
+    g.create_zone("z", "");
+    let start = |id: &str| ctr::AttachRequest {
+        message: Some(attach_request::Message::Start(ctr::AttachStart {
+            container_id: id.to_owned(),
+        })),
+    };
+    let stdin = |data: &str| ctr::AttachRequest {
+        message: Some(attach_request::Message::StdinData(data.as_bytes().to_vec())),
+    };
+    let resize = |rows, cols| ctr::AttachRequest {
+        message: Some(attach_request::Message::Resize(ctr::AttachResize { rows, cols })),
+    };
+
+    // Attached before it starts: everything it writes, stderr in stdout_data, exit code last.
+    let id =
+        g.create_container("z", "talker", &["sh", "-c", "sleep 1; echo out; echo err >&2; exit 3"]);
+    let (output, exit, after) = g
+        .block_on({
+            let mut containers = g.containers.clone();
+            let id = id.clone();
+            async move {
+                let mut stream =
+                    containers.attach(tokio_stream::iter(vec![start(&id)])).await?.into_inner();
+                let request = ctr::StartContainerRequest { container_id: id };
+                containers.start_container(request).await?;
+                attach_output(&mut stream).await
+            }
+        })
+        .unwrap_or_else(|s| panic!("attach: {s:?}\n{}", g.d.log()));
+    assert!(output.contains("out\n") && output.contains("err\n"), "{output:?}");
+    assert_eq!((exit, after), (Some(3), 0));
+
+    // A running interactive container with a TTY: input and a resize reach it.
+    g.d.ok(&["run", "-d", "-it", "--zone", "z", "--name", "shell", "busybox", "sh"]);
+    let shell: serde_json::Value =
+        serde_json::from_str(&g.d.ok(&["inspect", "shell"])).expect("inspect json");
+    let shell_id = shell[0]["id"].as_str().expect("id").to_owned();
+    let (output, exit, after) = g
+        .block_on({
+            let mut containers = g.containers.clone();
+            let messages = vec![start(&shell_id), resize(33, 120), stdin("stty size; exit 7\n")];
+            async move {
+                let mut stream =
+                    containers.attach(tokio_stream::iter(messages)).await?.into_inner();
+                attach_output(&mut stream).await
+            }
+        })
+        .unwrap_or_else(|s| panic!("attach tty: {s:?}\n{}", g.d.log()));
+    assert!(output.contains("33 120"), "{output:?}");
+    assert_eq!((exit, after), (Some(7), 0));
+
+    // Leaving (dropping the stream) detaches; the container runs on.
+    let sleeper = g.create_container("z", "sleeper", &["sleep", "1000"]);
+    g.start_container(&sleeper);
+    g.block_on({
+        let mut containers = g.containers.clone();
+        let messages = vec![start(&sleeper)];
+        async move {
+            let stream = containers.attach(tokio_stream::iter(messages)).await?.into_inner();
+            drop(stream);
+            Ok::<_, tonic::Status>(())
+        }
+    })
+    .expect("attach and leave");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(g.container(&sleeper).expect("sleeper").state, "Running");
+
+    // Status codes: start first, ids, and a stopped container.
+    let attach = |messages: Vec<ctr::AttachRequest>| {
+        let mut containers = g.containers.clone();
+        g.block_on(async move {
+            let mut stream = containers.attach(tokio_stream::iter(messages)).await?.into_inner();
+            attach_output(&mut stream).await
+        })
+    };
+    code(attach(vec![stdin("x")]), Code::InvalidArgument);
+    code(attach(vec![resize(1, 1)]), Code::InvalidArgument);
+    code(attach(vec![]), Code::InvalidArgument);
+    code(attach(vec![start("web")]), Code::InvalidArgument);
+    code(attach(vec![start(&uuid::Uuid::new_v4().to_string())]), Code::NotFound);
+    code(attach(vec![start(&id)]), Code::FailedPrecondition);
 }
 
 #[test]

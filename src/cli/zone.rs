@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 
 use super::{CliError, context, output};
-use crate::rpc::{RauhaClient, ZoneCreateRequest};
+use crate::rpc::{IsolationReport, RauhaClient, ZoneCreateRequest};
 
 /// Create, list, inspect, delete and measure zones.
 #[derive(FromArgs, Debug)]
@@ -24,6 +24,7 @@ enum ZoneAction {
     Inspect(Inspect),
     Delete(Delete),
     Stats(Stats),
+    Verify(Verify),
 }
 
 /// Create a zone: a cgroup with the policy's limits, and the policy that governs it.
@@ -82,6 +83,26 @@ struct Stats {
     #[argh(positional)]
     name: String,
     /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Attack the zone's boundaries from inside it and report which held, and by which layers.
+/// The probes run in a transient process with exactly the zone's container confinement (its
+/// namespaces, a child of its cgroup, seccomp, Landlock, capabilities), from this executable
+/// itself, so they need no image; they try to see, signal and ptrace a process outside the zone
+/// (another zone's when one runs), open and exec its files and files planted on the host,
+/// write a foreign cgroup.procs, mount, load a module, write a sysctl, open a device the policy
+/// does not allow and connect to addresses it does not allow, and check that its namespaces
+/// and cgroup limits are the policy's. A check passes only if the attack was denied. Exits 0
+/// when every required boundary held, 1 when one did not.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "verify")]
+struct Verify {
+    /// zone name
+    #[argh(positional)]
+    name: String,
+    /// print the report as JSON instead of tables
     #[argh(switch)]
     json: bool,
 }
@@ -206,8 +227,64 @@ pub async fn zone(client: &RauhaClient, command: ZoneCommand) -> Result<ExitCode
                 );
             }
         }
+        ZoneAction::Verify(Verify { name, json }) => {
+            let report = client.zone_verify(context(), name).await??;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&report);
+            }
+            if !report.is_isolated {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The verify report as two tables: checks, then layers.
+fn print_report(report: &IsolationReport) {
+    let ran = report.checks.iter().filter(|c| c.skipped.is_empty()).count();
+    if report.is_isolated {
+        println!(
+            "zone {}: ISOLATED: every required boundary held ({ran} checks ran, {} skipped)",
+            report.zone,
+            report.checks.len() - ran
+        );
+    } else {
+        println!("zone {}: NOT ISOLATED: not held: {}", report.zone, report.not_held().join(", "));
+    }
+    println!();
+    let rows: Vec<Vec<String>> = report
+        .checks
+        .iter()
+        .map(|c| {
+            let result = match (c.skipped.is_empty(), c.passed, c.required) {
+                (false, _, _) => "skipped",
+                (true, true, _) => "held",
+                (true, false, true) => "NOT HELD",
+                (true, false, false) => "open by policy",
+            };
+            vec![
+                c.name.clone(),
+                c.boundary.clone(),
+                result.to_owned(),
+                output::or_none(&c.held_by.join(",")).to_owned(),
+                c.detail.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["CHECK", "BOUNDARY", "RESULT", "HELD BY", "DETAIL"], &rows);
+    println!();
+    let rows: Vec<Vec<String>> = report
+        .layers
+        .iter()
+        .map(|l| {
+            let state = if l.active { "active" } else { "inactive" };
+            vec![l.name.clone(), state.to_owned(), l.reason.clone()]
+        })
+        .collect();
+    output::table(&["LAYER", "STATE", "WHY NOT"], &rows);
 }
 
 pub async fn policy(client: &RauhaClient, command: PolicyCommand) -> Result<ExitCode, CliError> {

@@ -183,7 +183,6 @@ pub fn build(inputs: SpecInputs<'_>) -> Result<Spec, SpecError> {
 pub struct ShimInputs {
     pub id: String,
     pub rootfs: RootfsSpec,
-    pub writable_paths: Vec<PathBuf>,
     pub cgroup: CgroupSpec,
     pub log: LogSpec,
     pub resolv_conf: Option<String>,
@@ -223,7 +222,7 @@ pub fn shim_spec(
         capabilities: policy.capabilities.iter().map(|cap| cap.number()).collect(),
         no_new_privs: process.no_new_privileges().unwrap_or(true),
         rootfs: inputs.rootfs,
-        writable_paths: inputs.writable_paths,
+        writable_paths: policy.filesystem.writable_paths.iter().map(PathBuf::from).collect(),
         syscall_deny: policy.syscalls.deny.clone(),
         devices: policy.devices.allowed.iter().map(PathBuf::from).collect(),
         disabled_layers: inputs.disabled_layers,
@@ -235,6 +234,7 @@ pub fn shim_spec(
         tty: process.terminal().unwrap_or(false),
         interactive: inputs.interactive,
         stdin_once: inputs.stdin_once,
+        self_exec: false,
     })
 }
 
@@ -309,7 +309,6 @@ mod tests {
                     work_dir: "/w".into(),
                     merged_dir: "/merged".into(),
                 },
-                writable_paths: vec!["/tmp".into()],
                 cgroup: CgroupSpec { v2_dir: None, v1_dirs: vec![] },
                 log: LogSpec { path: "/log".into(), max_size: 1, max_files: 1 },
                 resolv_conf: None,

@@ -340,13 +340,6 @@ impl Daemon {
                 ShimInputs {
                     id: id.to_string(),
                     rootfs,
-                    writable_paths: zone
-                        .policy
-                        .filesystem
-                        .writable_paths
-                        .iter()
-                        .map(PathBuf::from)
-                        .collect(),
                     cgroup,
                     log: LogSpec {
                         path: self.log_path(id),
@@ -610,6 +603,20 @@ impl Daemon {
     }
 
     pub fn wait_container(&self, reference: &str) -> Result<ContainerInfo, RequestError> {
+        loop {
+            if let Some(info) = self.wait_container_for(reference, Duration::from_secs(3600))? {
+                return Ok(info);
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for the container to stop; its final state, or `None` while it
+    /// still runs.
+    pub fn wait_container_for(
+        &self,
+        reference: &str,
+        timeout: Duration,
+    ) -> Result<Option<ContainerInfo>, RequestError> {
         let container = match self.find_container(reference) {
             Err(RequestError::ContainerNotFound(_)) => {
                 // Auto-removed before the waiter came: its last record answers.
@@ -617,23 +624,26 @@ impl Daemon {
                 let found =
                     removed.values().find(|c| c.id.to_string() == reference || c.name == reference);
                 if let Some(found) = found {
-                    return Ok(self.container_info(found));
+                    return Ok(Some(self.container_info(found)));
                 }
                 return Err(RequestError::ContainerNotFound(reference.to_owned()));
             }
             other => other?,
         };
         let done = |c: &Container| c.state == ContainerState::Stopped;
+        let deadline = Instant::now() + timeout;
         // `--rm` containers vanish once stopped; their last record is what the waiter gets.
         let mut last = container.clone();
         loop {
-            match self.wait_for(container.id, None, |c| done(c) || c != &last) {
-                Some(c) if done(&c) => return Ok(self.container_info(&c)),
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_for(container.id, Some(left), |c| done(c) || c != &last) {
+                Some(c) if done(&c) => return Ok(Some(self.container_info(&c))),
+                Some(c) if c == last && Instant::now() >= deadline => return Ok(None),
                 Some(c) => last = c,
                 None => {
                     let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
                     let final_state = removed.get(&container.id).cloned().unwrap_or(last);
-                    return Ok(self.container_info(&final_state));
+                    return Ok(Some(self.container_info(&final_state)));
                 }
             }
         }
@@ -731,6 +741,11 @@ impl Daemon {
                 return;
             }
         };
+        // A `zone verify` probe: its run waits for the code like an exec's waiter.
+        if container_id.starts_with(super::verify::PROBE_PREFIX) {
+            self.record_exec_exit(&container_id, status.shell_code());
+            return;
+        }
         let Ok(id) = Uuid::parse_str(&container_id) else {
             tracing::warn!(zone, %container_id, "exit event for a container id the daemon never made");
             return;
@@ -787,11 +802,14 @@ impl Daemon {
     pub(super) fn recover_containers(&self) {
         let zones: Vec<Zone> = self.registry().iter().cloned().collect();
         for zone in zones {
+            // Adopted even without containers (`zone verify` starts the shim of an empty zone),
+            // so that deleting the zone stops it.
+            let shim = self.shims.adopt(zone.numeric_id);
             let containers = self.zone_containers(zone.id);
             if containers.is_empty() {
                 continue;
             }
-            let states: HashMap<String, ContainerStatus> = match self.shims.adopt(zone.numeric_id) {
+            let states: HashMap<String, ContainerStatus> = match shim {
                 Some(shim) => match shim.list() {
                     Ok(states) => states.into_iter().map(|s| (s.id, s.status)).collect(),
                     Err(error) => {

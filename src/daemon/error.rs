@@ -54,6 +54,8 @@ pub enum RequestError {
     InvalidDevices(#[from] crate::enforce::bpf_policy::DeviceRuleError),
     #[error("zone {zone:?}: {source}")]
     Bpf { zone: String, source: crate::enforce::bpf::BpfError },
+    #[error("verify zone {zone:?}: {reason}")]
+    Verify { zone: String, reason: String },
 }
 
 impl RequestError {
@@ -101,7 +103,8 @@ impl RequestError {
             | Self::RollbackFailed { .. }
             | Self::Shim(_)
             | Self::Io { .. }
-            | Self::Bpf { .. } => ErrorKind::Internal,
+            | Self::Bpf { .. }
+            | Self::Verify { .. } => ErrorKind::Internal,
             Self::Network(error) => match **error {
                 crate::net::NetError::PoolExhausted { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,

@@ -101,17 +101,14 @@ impl Daemon {
             state: "without its shim",
             action: "exec",
         })?;
-        self.exits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(exec_id.clone(), (Instant::now(), None));
+        self.expect_exit(&exec_id);
         match shim.call_with_fds(&ShimRequest::Exec(Box::new(spec))) {
             Ok((ShimResponse::ExecStarted { .. }, fds)) => {
                 tracing::info!(container = %container.name, exec = %exec_id, "exec started");
                 Ok((exec_id, fds))
             }
             Ok((other, _)) => {
-                self.exits.lock().unwrap_or_else(|e| e.into_inner()).remove(&exec_id);
+                self.forget_exit(&exec_id);
                 Err(ShimCallError::Unexpected {
                     zone: zone.numeric_id,
                     request: "Exec",
@@ -120,10 +117,22 @@ impl Daemon {
                 .into())
             }
             Err(error) => {
-                self.exits.lock().unwrap_or_else(|e| e.into_inner()).remove(&exec_id);
+                self.forget_exit(&exec_id);
                 Err(error.into())
             }
         }
+    }
+
+    /// Register `key` as running, so that its exit is kept for [`Daemon::wait_exit`] even when
+    /// it arrives before the waiter.
+    pub(super) fn expect_exit(&self, key: &str) {
+        let mut exits = self.exits.lock().unwrap_or_else(|e| e.into_inner());
+        exits.insert(key.to_owned(), (Instant::now(), None));
+    }
+
+    /// Forget `key`: its process never started, or nobody will wait for it.
+    pub(super) fn forget_exit(&self, key: &str) {
+        self.exits.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
     /// Record an exec's exit (from the shim's event) and wake its waiter.
@@ -136,19 +145,37 @@ impl Daemon {
 
     /// Block until the exec has exited; returns its shell-style exit code (once).
     pub fn wait_exec(&self, exec_id: &str) -> Result<i32, RequestError> {
+        loop {
+            if let Some(code) = self.wait_exit(exec_id, Duration::from_secs(3600))? {
+                return Ok(code);
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for the exit recorded under `key` (an exec id, or the container id
+    /// of a `zone verify` probe); returns its shell-style code once, `None` on timeout.
+    pub(super) fn wait_exit(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<i32>, RequestError> {
+        let deadline = Instant::now() + timeout;
         let mut exits = self.exits.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            match exits.get(exec_id) {
-                None => return Err(RequestError::ExecNotFound(exec_id.to_owned())),
+            match exits.get(key) {
+                None => return Err(RequestError::ExecNotFound(key.to_owned())),
                 Some((_, Some(code))) => {
                     let code = *code;
-                    exits.remove(exec_id);
-                    return Ok(code);
+                    exits.remove(key);
+                    return Ok(Some(code));
                 }
                 Some((_, None)) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return Ok(None);
+                    };
                     exits = self
                         .exec_done
-                        .wait_timeout(exits, Duration::from_secs(3600))
+                        .wait_timeout(exits, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }

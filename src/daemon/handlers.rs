@@ -8,7 +8,8 @@ use tarpc::context::Context;
 use super::Daemon;
 use crate::rpc::{
     ApiError, ContainerCreateRequest, ContainerInfo, DaemonInfo, ExecRequest, ImageInfo,
-    PolicyApplied, PruneSummary, Rauha, Ticket, ZoneCreateRequest, ZoneInfo, ZoneStats,
+    IsolationReport, PolicyApplied, PruneSummary, Rauha, Ticket, ZoneCreateRequest, ZoneInfo,
+    ZoneStats,
 };
 
 /// One handle per connection onto the shared daemon.
@@ -80,6 +81,10 @@ impl Rauha for Server {
 
     async fn policy_get(self, _: Context, zone: String) -> Result<String, ApiError> {
         self.blocking(move |d| d.policy_toml(&zone)).await
+    }
+
+    async fn zone_verify(self, _: Context, name: String) -> Result<IsolationReport, ApiError> {
+        self.blocking(move |d| d.verify_zone(&name)).await
     }
 
     async fn container_create(

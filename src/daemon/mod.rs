@@ -11,6 +11,7 @@ mod images;
 mod network;
 mod peer;
 mod shims;
+mod verify;
 mod zones;
 
 use std::collections::{BTreeMap, HashMap};
@@ -346,6 +347,7 @@ impl Daemon {
         });
         daemon.recover(zones)?;
         daemon.recover_containers();
+        daemon.remove_stale_probes();
         daemon.finish_bpf_start()?;
         // After recovery, which names the zones: a pinned ring may hold denies from while no
         // daemon ran, and they are reported under their zone's name like any other.

@@ -103,6 +103,16 @@ impl Shims {
         Self { dir, executable, cgroup_procs, sink, running: Mutex::new(HashMap::new()) }
     }
 
+    /// The executable the shims run: this binary.
+    pub fn executable(&self) -> &std::path::Path {
+        &self.executable
+    }
+
+    /// The `cgroup.procs` files of the daemon-owned cgroup the shims live in.
+    pub fn cgroup_procs(&self) -> &[PathBuf] {
+        &self.cgroup_procs
+    }
+
     fn socket(&self, zone: u32) -> PathBuf {
         self.dir.join(format!("zone-{zone}.sock"))
     }

@@ -141,7 +141,11 @@ impl Daemon {
             zone
         };
         for container in self.zone_containers(zone.id) {
-            self.delete_container(&container.id.to_string(), true)?;
+            match self.delete_container(&container.id.to_string(), true) {
+                // Auto-removed (`--rm`) since the list was taken: already gone.
+                Err(RequestError::ContainerNotFound(_)) => {}
+                other => other?,
+            }
         }
         self.shims.stop(zone.numeric_id);
         let mut zones = self.registry();

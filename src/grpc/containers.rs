@@ -152,22 +152,7 @@ impl ContainerService for ContainerApi {
         &self,
         request: Request<Streaming<AttachRequest>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let mut inbound = request.into_inner();
-        // The contract's rules that do not need the operation still hold: start first, and
-        // the container id is a UUID of an existing container.
-        let start = match inbound.message().await? {
-            Some(AttachRequest { message: Some(attach_request::Message::Start(start)) }) => start,
-            _ => {
-                return Err(Status::invalid_argument("the first Attach message must be `start`"));
-            }
-        };
-        let id = container_id("start.container_id", &start.container_id)?;
-        blocking(&self.daemon, move |d| d.get_container(&id)).await?;
-        // The daemon has no attach operation (the shim keeps no handle on a running
-        // container's stdio to hand out), so there is nothing thin to map onto.
-        Err(Status::unimplemented(
-            "Attach: this daemon cannot attach to a container's stdio yet (no daemon attach \
-             operation); use ContainerLogs with follow for its output",
-        ))
+        let stream = super::attach::attach(&self.daemon, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 }

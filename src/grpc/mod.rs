@@ -15,16 +15,29 @@
 //!   (`stdout`, `stderr` or `stdout,stderr`) and stderr ends with a line saying so.
 //! - `ExecStream` keeps stdin open until the client half-closes its stream; a `resize` without
 //!   a TTY has no window to change and is ignored, as is a second `start`.
-//! - `VerifyIsolation` and `Attach` check their arguments (zone name and existence; `start`
-//!   first, container id) and then answer Unimplemented: the daemon has no verify or attach
-//!   operation to map them onto, and the facade adds no behaviour of its own.
+//! - `VerifyIsolation` maps onto `Daemon::verify_zone` (`rauha zone verify`): `checks` holds
+//!   every boundary check in the daemon's order (`name` as the CLI shows it, `passed` only when
+//!   the attack was denied or the fact holds, `detail` = `BOUNDARY: RESULT [by LAYERS]: what was
+//!   tried and what came back`, where RESULT is `held`, `NOT HELD` or `open by policy`), a
+//!   skipped check with `passed = false` and `detail` = `skipped: why`, then one entry per
+//!   enforcement layer, `layer:NAME` with `passed` = active and `detail` saying why not.
+//!   `is_isolated` depends only on the required boundary checks that ran.
+//! - `Attach` maps onto `Daemon::attach_container` (`rauha attach`): output from the moment of
+//!   attaching; without a TTY the container's stderr arrives in `stdout_data` (the contract's
+//!   `AttachResponse` has no stderr field); `stdin_data` reaches an interactive container (a
+//!   TTY's master, or its stdin pipe) and is dropped for the others; `resize` applies to a TTY;
+//!   half-closing the request stream closes this attacher's stdin (the container's end of input
+//!   when it was created with stdin-once); the stream ends with `exit_code` once the container
+//!   stops. Dropping the stream detaches without affecting the container.
 
+mod attach;
 pub mod client;
 mod containers;
 mod exec;
 mod images;
 mod logs;
 pub mod proto;
+mod relay;
 mod server;
 mod zones;
 

@@ -43,6 +43,26 @@ fn zone_event(event: Event) -> ZoneEvent {
     }
 }
 
+/// One boundary check as the contract's `IsolationCheck` (see the module docs of `grpc`).
+fn check(check: crate::rpc::IsolationCheck) -> IsolationCheck {
+    let detail = if !check.skipped.is_empty() {
+        check.detail
+    } else {
+        let result = match (check.passed, check.required) {
+            (true, _) => "held",
+            (false, true) => "NOT HELD",
+            (false, false) => "open by policy",
+        };
+        let by = if check.held_by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", check.held_by.join(", "))
+        };
+        format!("{}: {result}{by}: {}", check.boundary, check.detail)
+    };
+    IsolationCheck { name: check.name, passed: check.passed, detail }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<ZoneEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -133,15 +153,18 @@ impl ZoneService for ZoneApi {
         request: Request<VerifyIsolationRequest>,
     ) -> Result<Response<VerifyIsolationResponse>, Status> {
         let zone_name = request.into_inner().zone_name;
-        // Name and zone are checked as for every zone rpc, so a client learns about a bad name
-        // or an unknown zone first.
-        blocking(&self.daemon, move |d| d.get_zone(&zone_name)).await?;
-        // The daemon has no verify operation yet (the attack probes of DESIGN.md §5); the
-        // facade must not invent one, so it says so instead of reporting boundaries as held.
-        Err(Status::unimplemented(
-            "VerifyIsolation: this daemon has no zone verification yet (the in-zone attack \
-             probes are not implemented), so no boundary can be reported as held",
-        ))
+        let report = blocking(&self.daemon, move |d| d.verify_zone(&zone_name)).await?;
+        let mut checks: Vec<IsolationCheck> = report.checks.into_iter().map(check).collect();
+        checks.extend(report.layers.into_iter().map(|layer| IsolationCheck {
+            name: format!("layer:{}", layer.name),
+            passed: layer.active,
+            detail: if layer.active {
+                "active".to_owned()
+            } else {
+                format!("inactive: {}", layer.reason)
+            },
+        }));
+        Ok(Response::new(VerifyIsolationResponse { is_isolated: report.is_isolated, checks }))
     }
 
     type WatchEventsStream = EventStream;

@@ -31,6 +31,9 @@ pub trait Rauha {
     async fn policy_apply(zone: String, policy_toml: String) -> Result<PolicyApplied, ApiError>;
     /// The zone's effective policy, every key, in the format of POLICY.md.
     async fn policy_get(zone: String) -> Result<String, ApiError>;
+    /// Run the attack probes inside the zone (with its containers' confinement) and report
+    /// which boundaries held, by which layers.
+    async fn zone_verify(name: String) -> Result<IsolationReport, ApiError>;
 
     /// Create a container in a zone from an image already in the store.
     async fn container_create(request: ContainerCreateRequest) -> Result<ContainerInfo, ApiError>;

@@ -113,6 +113,50 @@ pub struct ZoneStats {
     pub network_tx_bytes: u64,
 }
 
+/// `zone verify`: what the attack probes run inside a zone found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationReport {
+    pub zone: String,
+    /// Every required check that ran held.
+    pub is_isolated: bool,
+    pub checks: Vec<IsolationCheck>,
+    /// Every enforcement layer, and whether it confined the probes.
+    pub layers: Vec<EnforcementLayer>,
+}
+
+impl IsolationReport {
+    /// The required checks that ran and did not hold.
+    pub fn not_held(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| c.required && c.skipped.is_empty() && !c.passed)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+}
+
+/// One boundary attack (or structural fact) of `zone verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsolationCheck {
+    /// e.g. `signal_host`, `mount`, `cgroup_limits`.
+    pub name: String,
+    /// The boundary it attacks, e.g. `signals`.
+    pub boundary: String,
+    /// The attack was denied (a structural fact holds). False for a skipped check.
+    pub passed: bool,
+    /// False when the zone's policy itself opens this boundary (e.g. `CAP_SYS_ADMIN` allows
+    /// mounts): it is reported, but `is_isolated` does not depend on it.
+    pub required: bool,
+    /// Why the check did not run ("" when it ran).
+    pub skipped: String,
+    /// The active layers the outcome points at.
+    pub held_by: Vec<String>,
+    /// The errno the attack got, by name (`EPERM`; `0` when it succeeded; "" for facts).
+    pub errno: String,
+    /// What was tried and what came back.
+    pub detail: String,
+}
+
 /// What `policy apply` changed, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyApplied {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::shim::fdpass::{self, FdPassError};
 
 /// Protocol version; bump on any incompatible change to the enums below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest payload a peer may send; larger length prefixes are rejected before allocating.
 pub const MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
@@ -175,6 +175,10 @@ pub struct ContainerSpec {
     /// write end, so the container sees end of file when that attacher closes it (Docker's
     /// `StdinOnce`, what `run -i` wants). Later attachers get no stdin.
     pub stdin_once: bool,
+    /// Run the shim's own executable instead of looking `args[0]` up in the rootfs: the shim
+    /// copies it into a sealed memfd and the process `execveat`s that (`args[0]` is then only
+    /// its `argv[0]`). For the attack probes of `zone verify`, which need nothing from an image.
+    pub self_exec: bool,
 }
 
 /// Overlayfs layout: image layers below a per-container upper dir.

@@ -621,6 +621,7 @@ pub(crate) mod tests {
             tty: false,
             interactive: false,
             stdin_once: false,
+            self_exec: false,
         }
     }
 

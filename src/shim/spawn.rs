@@ -16,6 +16,11 @@
 //! the signal reset, the fd cleanup, the `execve` loop and the failure report. One code path
 //! therefore confines both: `apply_privileges` applies Landlock then drops credentials, and `seal`
 //! installs the seccomp filter as the very last step before `execve`.
+//!
+//! A `self_exec` container (the attack probes of `zone verify`) runs the shim's own executable:
+//! the shim copies `/proc/self/exe` into a sealed memfd before clone and the child `execveat`s
+//! it by fd after every layer is in place, so it gets exactly a container's confinement while
+//! needing no file of its own in the rootfs.
 
 use std::convert::Infallible;
 use std::ffi::{CStr, CString};
@@ -227,6 +232,14 @@ pub enum SpawnError {
         path: PathBuf,
         /// The OS error.
         source: OsError,
+    },
+    /// Copying the shim's own executable into a sealed memfd failed (`self_exec`).
+    #[error("{step} (the shim's own executable, for a self_exec container): {source}")]
+    SelfImage {
+        /// The step, e.g. `copy /proc/self/exe into a memfd`.
+        step: &'static str,
+        /// The OS error.
+        source: io::Error,
     },
     /// Child: execve failed.
     #[error("exec {path}: {source}")]
@@ -512,6 +525,46 @@ pub(crate) fn prepare_command(args: &[String], env: &[String]) -> Result<Command
     Ok(Command { _argv: argv, argv_ptrs, _envp: envp, envp_ptrs, candidates })
 }
 
+/// The shim's own executable in a sealed memfd (`ContainerSpec::self_exec`): the process
+/// `execveat`s it by fd, so the program needs no file in the container's rootfs. Sealed against
+/// every change, so what runs is exactly the shim's binary.
+pub(crate) fn self_image() -> Result<OwnedFd, SpawnError> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let fail = |step| move |source: io::Error| SpawnError::SelfImage { step, source };
+    let mut exe = std::fs::File::open("/proc/self/exe").map_err(fail("open /proc/self/exe"))?;
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // MFD_EXEC (6.3+) keeps it executable where `vm.memfd_noexec` would default to no-exec;
+    // older kernels reject the flag, and their memfds are executable anyway.
+    let memfd = match rustix::fs::memfd_create("rauha-probe", flags | MemfdFlags::EXEC) {
+        Err(Errno::INVAL) => rustix::fs::memfd_create("rauha-probe", flags),
+        other => other,
+    }
+    .map_err(|e| fail("create a memfd")(e.into()))?;
+    let mut image = std::fs::File::from(memfd);
+    io::copy(&mut exe, &mut image).map_err(fail("copy /proc/self/exe into the memfd"))?;
+    let seals = SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE;
+    rustix::fs::fcntl_add_seals(&image, seals).map_err(|e| fail("seal the memfd")(e.into()))?;
+    Ok(image.into())
+}
+
+/// Child-side: `execveat`s the prepared image fd (`AT_EMPTY_PATH`); returns only on failure.
+fn exec_image(image: &OwnedFd, cmd: &Command) -> ChildFailure {
+    // SAFETY: the fd is open (kept by close_other_fds); "" and the null-terminated argv/envp
+    // arrays point into `cmd`, which outlives the call. execveat is a raw, async-signal-safe
+    // syscall that only returns on failure.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            image.as_raw_fd(),
+            c"".as_ptr(),
+            cmd.argv_ptrs.as_ptr(),
+            cmd.envp_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    (Step::Exec, 0, Errno::from_raw_os_error(rootfs::errno()))
+}
+
 /// Child-side: tries every candidate path; returns only on failure, with execvp's error rule
 /// (EACCES from any candidate wins over a later ENOENT).
 pub(crate) fn exec_command(cmd: &Command) -> ChildFailure {
@@ -551,6 +604,8 @@ struct Prepared {
     _hosts: Option<OwnedFd>,
     _resolv: Option<OwnedFd>,
     _sys: OwnedFd,
+    /// The shim's own executable, for a `self_exec` container.
+    self_image: Option<OwnedFd>,
 }
 
 /// The init's side of its stdio.
@@ -720,6 +775,7 @@ pub fn create(
     };
     let rootfs_ops = rootfs::plan(spec, host_fds)?;
     let cmd = prepare_command(&spec.args, &spec.env)?;
+    let self_image = if spec.self_exec { Some(self_image()?) } else { None };
 
     let mut keep_fds: Vec<RawFd> = [&sync_r, &err_w, &sys]
         .iter()
@@ -730,6 +786,7 @@ pub fn create(
         .chain(v1_procs.iter().map(AsRawFd::as_raw_fd))
         .chain(hosts.iter().map(AsRawFd::as_raw_fd))
         .chain(resolv.iter().map(AsRawFd::as_raw_fd))
+        .chain(self_image.iter().map(AsRawFd::as_raw_fd))
         .collect();
     keep_fds.sort_unstable();
 
@@ -750,10 +807,15 @@ pub fn create(
         _hosts: hosts,
         _resolv: resolv,
         _sys: sys,
+        self_image,
     };
     let ctx = Context {
         rootfs_steps: prepared.rootfs.iter().map(RootfsOp::describe).collect(),
-        argv0,
+        argv0: if spec.self_exec {
+            format!("{argv0} (the shim's executable, by memfd)")
+        } else {
+            argv0
+        },
         hostname: spec.hostname.clone(),
         cwd: cwd_clean,
         netns: spec.netns_path.clone(),
@@ -1113,7 +1175,10 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
         }
     }
     seal(&p.privileges)?;
-    Err(exec_command(&p.cmd))
+    match &p.self_image {
+        Some(image) => Err(exec_image(image, &p.cmd)),
+        None => Err(exec_command(&p.cmd)),
+    }
 }
 
 fn exec(path: &CStr, p: &Command) {
