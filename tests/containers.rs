@@ -821,3 +821,26 @@ fn a_container_that_writes_nothing_leaves_its_upper_dir_empty() {
     ]);
     assert!(out.contains("pid") && out.contains("localhost"), "{out}");
 }
+
+#[test]
+fn the_shipped_privileged_policy_runs_or_names_the_capability_rauha_lacks() {
+    let policy = include_str!("../policies/privileged.toml");
+    let Some(d) = daemon_with_zone("privileged_policy", Some(policy)) else { return };
+    // The daemon inherits this process's bounding set; a sandbox may have taken
+    // CAP_SYS_RESOURCE (number 24) out of it, as this project's development machine does.
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .expect("CapBnd in /proc/self/status");
+    let out =
+        d.cli(&["run", "--rm", "--zone", "z", "busybox", "grep", "CapEff", "/proc/self/status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if bounding & (1 << 24) != 0 {
+        assert!(out.status.success(), "privileged container failed: {stderr}");
+    } else {
+        assert!(!out.status.success(), "a capability outside the bounding set was granted");
+        assert!(stderr.contains("CAP_SYS_RESOURCE") && stderr.contains("bounding set"), "{stderr}");
+    }
+}

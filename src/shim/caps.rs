@@ -26,6 +26,17 @@ pub enum CapsError {
         /// The kernel's last capability.
         last: u8,
     },
+    /// The allow-list names a capability this process (and so the daemon) does not hold in its
+    /// bounding set: no container can be given it, and capset would fail with a bare EPERM.
+    #[error(
+        "capability {name} is not in the bounding set rauha runs with (the daemon was started \
+         without it), so no container can hold it: remove it from the policy or start rauhad \
+         with it"
+    )]
+    NotHeld {
+        /// The capability's name.
+        name: String,
+    },
 }
 
 /// Everything the child needs to set capabilities, prepared before fork.
@@ -45,6 +56,29 @@ pub struct CapPlan {
 pub fn last_cap() -> Result<u8, CapsError> {
     let s = fs::read_to_string("/proc/sys/kernel/cap_last_cap").map_err(CapsError::ReadLastCap)?;
     s.trim().parse().map_err(|_| CapsError::ParseLastCap(s.trim().to_owned()))
+}
+
+/// Checks that this process may hand out every capability in `allowed`: each must be in its
+/// bounding set (`held` asks that of one capability number).
+pub fn check_held(allowed: &[u8], held: impl Fn(u8) -> bool) -> Result<(), CapsError> {
+    match allowed.iter().copied().find(|&cap| !held(cap)) {
+        None => Ok(()),
+        Some(cap) => Err(CapsError::NotHeld { name: cap_name(cap) }),
+    }
+}
+
+/// Whether `cap` is in this process's bounding set.
+pub fn in_bounding_set(cap: u8) -> bool {
+    // SAFETY: PR_CAPBSET_READ takes an integer and only reads this thread's bounding set.
+    let rc = unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) };
+    rc == 1
+}
+
+fn cap_name(cap: u8) -> String {
+    crate::zone::policy::Capability::ALL
+        .iter()
+        .find(|c| c.number() == cap)
+        .map_or_else(|| format!("number {cap}"), |c| c.name().to_owned())
 }
 
 /// Plans the capability sets for `allowed` on a kernel whose last capability is `last`.
@@ -146,5 +180,22 @@ mod tests {
     #[test]
     fn unknown_capability_is_an_error() {
         assert!(matches!(plan(&[41], 40, 0), Err(CapsError::Unknown { cap: 41, last: 40 })));
+    }
+
+    #[test]
+    fn a_capability_outside_the_bounding_set_is_named() {
+        let error = check_held(&[0, 24, 21], |cap| cap != 24).unwrap_err().to_string();
+        assert!(error.contains("CAP_SYS_RESOURCE") && error.contains("bounding set"), "{error}");
+        assert!(check_held(&[0, 21], |_| true).is_ok());
+        // This process's own bounding set answers for the capabilities it holds.
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        let bounding = own
+            .lines()
+            .find_map(|l| l.strip_prefix("CapBnd:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .expect("CapBnd in /proc/self/status");
+        for cap in 0..=40u8 {
+            assert_eq!(in_bounding_set(cap), bounding & (1 << cap) != 0, "capability {cap}");
+        }
     }
 }

@@ -414,7 +414,10 @@ pub(crate) fn prepare_privileges(
         uid: Uid::from_raw(uid),
         gid: Gid::from_raw(gid),
         groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
-        caps: caps::plan(&layers.capabilities, caps::last_cap()?, uid)?,
+        caps: {
+            caps::check_held(&layers.capabilities, caps::in_bounding_set)?;
+            caps::plan(&layers.capabilities, caps::last_cap()?, uid)?
+        },
         no_new_privs,
         landlock: Arc::clone(&layers.landlock),
         seccomp: layers.seccomp.clone(),
