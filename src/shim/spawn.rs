@@ -1065,20 +1065,43 @@ fn child(p: &Prepared) -> ! {
         Err(f) => f,
         Ok(never) => match never {},
     };
-    report_and_exit(&p.err_w, failure)
+    // A setup step that failed before the release still waits for it (or for the shim to give
+    // up), so the shim's `start` reads this report before its reaper sees an exit: the client
+    // learns which step failed, not merely that the container is gone. After the release the
+    // pipe is at EOF and this returns at once.
+    // Nothing useful can be done if the report cannot be written (see `report_and_exit`).
+    let _ = rustix::io::write(&p.err_w, &encode_report(failure));
+    wait_for_release(&p.sync_r);
+    exit(127)
+}
+
+/// Blocks until the shim releases this process (true) or gives up on it (false: EOF).
+fn wait_for_release(sync_r: &OwnedFd) -> bool {
+    let mut go = [0u8; 1];
+    loop {
+        match rustix::io::read(sync_r, &mut go) {
+            Ok(1) => return true,
+            Err(Errno::INTR) => continue,
+            _ => return false,
+        }
+    }
 }
 
 /// Child-side: writes the failure report to the error pipe and exits 127.
 pub(crate) fn report_and_exit(err_w: &OwnedFd, failure: ChildFailure) -> ! {
-    let (step, index, errno) = failure;
+    // Nothing useful can be done if the report cannot be written; the parent then sees EOF
+    // followed by exit status 127.
+    let _ = rustix::io::write(err_w, &encode_report(failure));
+    exit(127)
+}
+
+/// The 12-byte failure report: step, index, errno.
+fn encode_report((step, index, errno): ChildFailure) -> [u8; 12] {
     let mut report = [0u8; 12];
     report[..4].copy_from_slice(&(step as u32).to_ne_bytes());
     report[4..8].copy_from_slice(&index.to_ne_bytes());
     report[8..].copy_from_slice(&errno.raw_os_error().to_ne_bytes());
-    // Nothing useful can be done if the report cannot be written; the parent then sees EOF
-    // followed by exit status 127.
-    let _ = rustix::io::write(err_w, &report);
-    exit(127)
+    report
 }
 
 pub(crate) fn exit(code: i32) -> ! {
@@ -1168,14 +1191,9 @@ fn setup_and_exec(p: &Prepared) -> Result<Infallible, ChildFailure> {
 
     // Set up while created, like runc's init: `start` then only releases the exec. The
     // seccomp filter comes after the wait, so a policy's deny list never meets this read.
-    let mut go = [0u8; 1];
-    loop {
-        match rustix::io::read(&p.sync_r, &mut go) {
-            Ok(1) => break,
-            Err(Errno::INTR) => continue,
-            // EOF: the shim gave up on this container.
-            _ => exit(1),
-        }
+    if !wait_for_release(&p.sync_r) {
+        // The shim gave up on this container.
+        exit(1);
     }
     seal(&p.privileges)?;
     match &p.self_image {
