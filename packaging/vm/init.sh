@@ -78,8 +78,8 @@ finish() {
     echo "SUMMARY pass=$pass fail=$fail plan=$plan kernel=$(uname -r) uptime=$(up)s"
     if [ "$fail" -eq 0 ] && [ "$pass" -eq "$plan" ]; then echo "RESULT PASS"; else echo "RESULT FAIL"; fi
     if [ -s /tmp/rauhad.log ] && [ "$fail" -ne 0 ]; then
-        echo "---- rauhad.log (last 30 lines)"
-        tail -30 /tmp/rauhad.log
+        echo "---- rauhad.log (last 60 lines)"
+        tail -60 /tmp/rauhad.log
     fi
     sync
     echo o > /proc/sysrq-trigger
