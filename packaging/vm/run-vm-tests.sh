@@ -49,7 +49,7 @@ qemu_dir=$("$here/fetch.sh" qemu) || unmet "no QEMU (download failed and nothing
 
 # Recording the LSM cost: guest time from the instruction counter (1 ns per guest instruction,
 # idle time skipped), so the loops' figures are instruction counts that the host's load cannot
-# disturb; TCG then runs ~1.5x slower, so plain test runs keep real time.
+# disturb; TCG then runs 2-4x slower, so plain test runs keep real time.
 icount=()
 [ -z "${RAUHA_VM_BENCH_OUT:-}" ] || icount=(-icount shift=0,sleep=off)
 
