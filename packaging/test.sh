@@ -18,6 +18,15 @@ if grpc_deps=$(cargo tree --locked -e normal --no-default-features --prefix none
 fi
 # The gRPC facade: one more build of the library and this test binary with the feature.
 cargo test --locked --features grpc --test grpc
-# The VM suite for the eBPF LSM layer (packaging/vm/run-vm-tests.sh, README "VM tests") is not
-# run here yet: 4 of its 27 checks per kernel fail until the daemon registers container root
-# superblocks and zone addresses in the LSM maps (issue 8).
+# The eBPF LSM layer on real kernels (README "VM tests"): 6.1 and 6.12 under QEMU, and the
+# control VM without `bpf` in lsm=, reusing the static build. Exit 77: a prerequisite is
+# missing (never under CI=true, where run-vm-tests.sh fails instead).
+vm_start=$(date +%s)
+vm_status=0
+packaging/vm/run-vm-tests.sh || vm_status=$?
+echo "test: VM stage took $(($(date +%s) - vm_start))s" >&2
+case $vm_status in
+    0) ;;
+    77) echo "test: VM tests SKIPPED (see above): the LSM layer is untested in this run" >&2 ;;
+    *) exit "$vm_status" ;;
+esac

@@ -1,14 +1,12 @@
 # The VM's test suite, sourced by /init (packaging/vm/init.sh), which provides check, denied,
-# ok, bad and $expect_lsm. Runs as root in the VM's initial namespaces.
+# denied_with, ok, bad and $expect_lsm. Runs as root in the VM's initial namespaces.
 #
 # LSM probes are privileged on purpose: a host-namespace process that has joined zone A's cgroup
 # (the LSM programs know zones by cgroup) attacks zone B through paths the always-on layers
 # would otherwise stop first (pid ns, mount ns, Landlock). Only the LSM layer stands between,
-# so a denial proves the hook. The same probes run without the LSM layer (before it attaches,
-# and in the negative-control VM) and must then succeed, proving the probes are honest.
-#
-# LSM driver: the daemon, once its LSM integration reports itself in `rauha info`; until then
-# the stand-in /usr/bin/rauha-lsm-harness (packaging/vm/lsm-harness), when present.
+# so a denial proves the hook. The same probes must succeed without the LSM layer (while the
+# daemon, which owns the programs' links, is stopped, and in the negative-control VM), proving
+# the probes are honest attacks.
 
 cg=/sys/fs/cgroup/rauha
 sock=/run/rauha/rauhad.sock
@@ -33,15 +31,36 @@ json_field() { # json_field KEY: first numeric or string value of "KEY" on stdin
     sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",}]*\).*/\1/p" | head -1
 }
 
+# Starts rauhad and waits until it answers. Under TCG on a loaded 2-core host the start (BPF
+# loads, CO-RE against the kernel's BTF) has taken 40 s, so the wait is long and counted in
+# uptime, not in loop rounds.
 start_daemon() {
     mkdir -p /var/lib/rauha /run/rauha
+    started=$(up_s)
     RUST_LOG=info rauhad --root /var/lib/rauha --run-dir /run/rauha --socket "$sock" \
-        --cgroup-parent rauha > /tmp/rauhad.log 2>&1 &
-    i=0
-    while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    [ -S "$sock" ] || { tail -5 /tmp/rauhad.log; return 1; }
-    rauha info > /tmp/info.txt 2>&1
+        --cgroup-parent rauha >> /tmp/rauhad.log 2>&1 &
+    daemon_pid=$!
+    deadline=$(($(up_s) + 120))
+    while [ ! -S "$sock" ] && [ "$(up_s)" -lt $deadline ]; do
+        kill -0 $daemon_pid 2>/dev/null || { tail -5 /tmp/rauhad.log; return 1; }
+        sleep 0.2
+    done
+    [ -S "$sock" ] || { echo "no socket after 120s"; tail -5 /tmp/rauhad.log; return 1; }
+    rauha info > /tmp/info.txt 2>&1 || { cat /tmp/info.txt; return 1; }
+    echo "rauhad ready in $(($(up_s) - started))s"
 }
+# Stops rauhad (SIGTERM) and waits for it to exit: its BPF links close with it, so the LSM
+# programs are detached; containers keep running under their shims.
+stop_daemon() {
+    kill $daemon_pid || return 1
+    deadline=$(($(up_s) + 60))
+    while kill -0 $daemon_pid 2>/dev/null && [ "$(up_s)" -lt $deadline ]; do sleep 0.2; done
+    ! kill -0 $daemon_pid 2>/dev/null || { echo "rauhad still running after 60s"; return 1; }
+    wait $daemon_pid 2>/dev/null
+    [ -n "$(container_pid "$a_id")" ] && [ -n "$(container_pid "$b_id")" ] ||
+        { echo "containers did not survive the daemon's exit"; return 1; }
+}
+up_s() { cut -d. -f1 /proc/uptime; }
 
 in_a1() { # in_a1 WORD SCRIPT: SCRIPT in container a1 must print WORD
     out=$(rauha exec a1 sh -c "$2" 2>&1)
@@ -70,71 +89,6 @@ run_containers() {
         i=0 && while [ -z "$(container_pid "$b_id")" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done &&
         a_pid=$(container_pid "$a_id") && b_pid=$(container_pid "$b_id") &&
         [ -n "$a_pid" ] && [ -n "$b_pid" ] && echo "pids a1=$a_pid b1=$b_pid"
-}
-
-# ---- the LSM driver ($lsm_driver: daemon or harness)
-harness_cmd() { # harness_cmd LINE: send one command to the harness and wait for its answer
-    n=$harness_n
-    harness_n=$((harness_n + 1))
-    echo "$*" >&7
-    i=0
-    while [ $i -lt 100 ]; do
-        if grep -q "^ack $n\$" /tmp/harness.log; then return 0; fi
-        if grep -q "^error $n:" /tmp/harness.log; then grep "^error $n:" /tmp/harness.log; return 1; fi
-        sleep 0.05
-        i=$((i + 1))
-    done
-    echo "harness: no answer to $*"
-    return 1
-}
-lsm_probe() {
-    if [ "$lsm_driver" = daemon ]; then
-        # `rauha info`: "  lsm: active" or "  lsm: unavailable (REASON)"
-        grep '^  lsm: ' /tmp/info.txt
-    elif [ -x /usr/bin/rauha-lsm-harness ]; then
-        rauha-lsm-harness probe
-    else
-        echo "no LSM driver: the daemon reports no LSM layer and no harness is in the image"
-        return 1
-    fi
-}
-lsm_attach() {
-    case $lsm_driver in
-        daemon) return 0 ;;
-        harness)
-            # the cost baseline, before any LSM program is attached
-            bench > /tmp/bench-before.txt 2>&1 || { cat /tmp/bench-before.txt; return 1; }
-            mkfifo /run/harness.in
-            # zone nodes sit at depth 2: /sys/fs/cgroup/rauha/zone-N
-            rauha-lsm-harness serve 2 < /run/harness.in > /tmp/harness.log 2>&1 &
-            harness_pid=$!
-            exec 7> /run/harness.in
-            harness_n=0
-            i=0
-            while ! grep -q '^attached' /tmp/harness.log && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-            grep '^attached programs=5' /tmp/harness.log || { cat /tmp/harness.log; return 1; }
-            # What the daemon will do: register zone cgroups, container rootfs superblocks
-            # (seen through the containers' /proc/PID/root) and zone addresses.
-            harness_cmd "zone $cg/zone-$a_id $a_id" && harness_cmd "zone $cg/zone-$b_id $b_id" &&
-                harness_cmd "sb /proc/$a_pid/root/ $a_id" && harness_cmd "sb /proc/$b_pid/root/ $b_id" &&
-                harness_cmd "ip $a_ip $a_id" && harness_cmd "ip $b_ip $b_id"
-            ;;
-        *) return 1 ;;
-    esac
-}
-lsm_detach() { [ $lsm_driver = harness ] && harness_cmd detach; }
-deny_events() { # the deny events seen so far, one per line: deny.HOOK zone=Z ...
-    case $lsm_driver in
-        # `rauha events`: "TIME TYPE ZONE MESSAGE" → "deny.HOOK zone=ZONE MESSAGE"
-        daemon) rauha events 2>&1 | awk '$2 ~ /^deny\./ { t = $2; z = $3; $1 = $2 = $3 = ""; print t, "zone=" z, $0 }' ;;
-        harness) grep '^deny\.' /tmp/harness.log ;;
-    esac
-}
-event_seen() { # event_seen HOOK ZONE_ID ZONE_NAME (the zone may be shown by id or by name)
-    deny_events | grep -qE "deny\.$1 .*zone=($2|$3)( |\$)" || {
-        echo "no deny.$1 event from zone $2; events: $(deny_events | tr '\n' ';')"
-        return 1
-    }
 }
 
 # ---- attack probes: each runs as a zone-A task (leaf cgroup $cg/zone-A/probe) against zone B
@@ -168,26 +122,40 @@ probes_all_succeed() {
     probe_file_open && probe_exec && probe_kill && probe_ptrace && probe_cgroup_procs
 }
 
-lsm_available() { lsm_probe > /tmp/lsm.txt 2>&1 && grep -qi 'available\|active' /tmp/lsm.txt && ! grep -qi 'unavailable' /tmp/lsm.txt || { cat /tmp/lsm.txt; return 1; }; }
-lsm_unavailable() { lsm_probe > /tmp/lsm.txt 2>&1 && grep -qi 'unavailable' /tmp/lsm.txt && grep -qi 'bpf' /tmp/lsm.txt; }
+# `rauha info`: "  lsm: active" or "  lsm: unavailable (REASON)"
+lsm_active() { grep -x '  lsm: active' /tmp/info.txt || { grep '^  lsm' /tmp/info.txt; return 1; }; }
+lsm_unavailable() { grep '^  lsm: unavailable (.*bpf' /tmp/info.txt || { grep '^  lsm' /tmp/info.txt; return 1; }; }
 
-# The open/close and exec cost of the LSM layer for a zone task (harness only).
+# The deny events so far, one per line: deny.HOOK zone=Z ... (`rauha events`: "TIME TYPE ZONE
+# MESSAGE").
+deny_events() {
+    rauha events 2>&1 | awk '$2 ~ /^deny\./ { t = $2; z = $3; $1 = $2 = $3 = ""; print t, "zone=" z, $0 }'
+}
+event_seen() { # event_seen HOOK ZONE_ID ZONE_NAME (the zone may be shown by id or by name)
+    deny_events | grep -qE "deny\.$1 .*zone=($2|$3)( |\$)" || {
+        echo "no deny.$1 event from zone $2; events: $(deny_events | tr '\n' ';')"
+        return 1
+    }
+}
+
+# policy apply lets a→b and b→a; the LSM comms map must follow without restarting anything.
+allow_comms_live() {
+    printf '[network]\nmode = "bridged"\nallowed_zones = ["b"]\n' > /tmp/a.toml
+    printf '[network]\nmode = "bridged"\nallowed_zones = ["a"]\n' > /tmp/b.toml
+    rauha policy apply --zone a /tmp/a.toml && rauha policy apply --zone b /tmp/b.toml &&
+        probe_connect
+}
+
+# bench LABEL: the open/close and fork+exec cost for a zone-A task on zone A's own files
+# (/tools/lsm-bench, packaging/vm/lsm-bench.c), as one "BENCH LABEL open_ns=..." line.
 bench() {
-    rauha-lsm-harness bench "$cg/zone-$a_id/bench" "/proc/$a_pid/root/etc/passwd" \
-        "/proc/$a_pid/root/bin/busybox" 4000
+    out=$(in_zone "$cg/zone-$a_id/bench" "exec /tools/lsm-bench /proc/$a_pid/root/etc/passwd \
+        /proc/$a_pid/root/bin/busybox 8000 100" 2>&1) || { echo "$out"; return 1; }
+    echo "BENCH $1 $out" >> /tmp/bench.txt
 }
 
 run_checks() {
-    # The LSM driver the host chose: daemon (the tree has the LSM integration), harness (the
-    # stand-in is in the image) or pending (neither: the LSM checks cannot run yet).
-    lsm_mode=pending
-    for word in $(cat /proc/cmdline); do
-        case $word in rauha.lsm_driver=*) lsm_mode=${word#rauha.lsm_driver=} ;; esac
-    done
-    plan=12
-    if [ "$lsm_mode" != pending ]; then
-        if [ "$expect_lsm" = 0 ]; then plan=13; elif [ "$lsm_mode" = harness ]; then plan=29; else plan=27; fi
-    fi
+    if [ "$expect_lsm" = 1 ]; then plan=35; else plan=13; fi
     echo
     echo "PLAN $plan"
     check modules-loaded sh -c 'for m in $(cat /lib/modules/load-order); do insmod /lib/modules/$m.ko || exit 1; done'
@@ -209,75 +177,40 @@ run_checks() {
     check always-on-files in_a1 refused "(: 2>/dev/null < /proc/$b_pid/root/etc/passwd) 2>/dev/null && echo opened || echo refused"
     check always-on-cgroupfs-ro in_a1 refused "(echo 1 > /sys/fs/cgroup/cgroup.procs) 2>/dev/null && echo moved || echo refused"
     check always-on-net-isolated in_a1 blocked "nc -w 2 $b_ip 8080 < /dev/null 2>/dev/null && echo connected || echo blocked"
-    # Without an LSM layer the privileged probes get through: they are real attacks. (Not where
-    # the daemon attached the LSM programs at its start: the control VM proves it there.)
-    if [ "$expect_lsm" = 0 ] || [ "$lsm_mode" != daemon ]; then
+
+    if [ "$expect_lsm" = 0 ]; then
+        # Without the LSM layer the privileged probes get through: they are real attacks.
         check probes-allowed-without-lsm probes_all_succeed
-    fi
-
-    if [ "$lsm_mode" = pending ]; then
-        echo "PENDING lsm: this tree's daemon has no LSM layer and no stand-in was given"
-    elif [ "$expect_lsm" = 1 ]; then
-        lsm_driver=$lsm_mode
-        check lsm-reported-available lsm_available
-        check lsm-attached lsm_attach
-        denied lsm-file_open-cross-zone probe_file_open
-        denied lsm-exec-cross-zone probe_exec
-        denied lsm-task_kill-cross-zone probe_kill
-        denied_or_eacces lsm-ptrace-cross-zone probe_ptrace
-        denied lsm-cgroup_procs-cross-zone probe_cgroup_procs
-        denied lsm-socket_connect-cross-zone in_zone "$cg/zone-$a_id/probe" "nc -w 2 $b_ip 8080 < /dev/null"
-        check lsm-same-zone-allowed same_all
-        check lsm-host-allowed host_all
-        check event-file_open event_seen file_open "$a_id" a
-        check event-task_kill event_seen task_kill "$a_id" a
-        check event-ptrace event_seen ptrace_access_check "$a_id" a
-        check event-cgroup_procs event_seen cgroup_procs "$a_id" a
-        check event-socket_connect event_seen socket_connect "$a_id" a
-        check comms-allowed-live allow_comms_live
-        if [ "$lsm_mode" = harness ]; then
-            check lsm-bench lsm_bench
-            cat /tmp/bench.txt
-        else
-            echo "PENDING lsm-bench: the daemon's programs cannot be detached for a baseline"
-        fi
-    else
-        lsm_driver=$lsm_mode
         check lsm-reported-unavailable lsm_unavailable
+        return
     fi
-}
-
-# ptrace read access to /proc/PID/environ fails with EACCES when ptrace_may_access refuses.
-denied_or_eacces() {
-    name=$1
-    shift
-    if "$@" > /tmp/check.out 2>&1; then
-        bad "$name" "allowed: $(tail -1 /tmp/check.out)"
-    elif grep -q 'not permitted\|Permission denied' /tmp/check.out; then
-        ok "$name"
-    else
-        bad "$name" "failed without EPERM/EACCES: $(tail -1 /tmp/check.out)"
-    fi
-}
-
-# policy apply lets a→b and b→a; the LSM comms map must follow without restarting anything.
-allow_comms_live() {
-    printf '[network]\nmode = "bridged"\nallowed_zones = ["b"]\n' > /tmp/a.toml
-    printf '[network]\nmode = "bridged"\nallowed_zones = ["a"]\n' > /tmp/b.toml
-    rauha policy apply --zone a /tmp/a.toml && rauha policy apply --zone b /tmp/b.toml || return 1
-    if [ $lsm_driver = harness ]; then
-        # the stand-in does by hand what policy apply will do in the daemon
-        harness_cmd "allow $a_id $b_id" && harness_cmd "allow $b_id $a_id" || return 1
-    fi
-    probe_connect
-}
-
-lsm_bench() {
-    [ $lsm_driver = harness ] || { echo "bench needs the harness (detach)"; return 1; }
-    with=$(bench) || { echo "$with"; return 1; }
-    lsm_detach || return 1
-    without=$(bench) || { echo "$without"; return 1; }
-    echo "BENCH without_lsm_before $(cat /tmp/bench-before.txt)" > /tmp/bench.txt
-    echo "BENCH with_lsm $with" >> /tmp/bench.txt
-    echo "BENCH without_lsm_after $without" >> /tmp/bench.txt
+    check lsm-reported-active lsm_active
+    denied lsm-file_open-cross-zone probe_file_open
+    denied lsm-exec-cross-zone probe_exec
+    denied lsm-task_kill-cross-zone probe_kill
+    # ptrace read access to /proc/PID/environ fails with EACCES when ptrace_may_access refuses.
+    denied_with 'not permitted\|Permission denied' EPERM/EACCES lsm-ptrace-cross-zone probe_ptrace
+    denied lsm-cgroup_procs-cross-zone probe_cgroup_procs
+    denied lsm-socket_connect-cross-zone in_zone "$cg/zone-$a_id/probe" "nc -w 2 $b_ip 8080 < /dev/null"
+    check lsm-same-zone-allowed same_all
+    check lsm-host-allowed host_all
+    check event-file_open event_seen file_open "$a_id" a
+    check event-task_kill event_seen task_kill "$a_id" a
+    check event-ptrace event_seen ptrace_access_check "$a_id" a
+    check event-cgroup_procs event_seen cgroup_procs "$a_id" a
+    check event-socket_connect event_seen socket_connect "$a_id" a
+    check comms-allowed-live allow_comms_live
+    # The cost, and the probes' honesty: the daemon owns the programs' links, so stopping it
+    # detaches them. Restarted, it re-adopts the containers and registers their roots again.
+    # Two rounds of with/without, so the spread of the ratio shows.
+    check bench-with-lsm bench with_lsm
+    check daemon-stopped stop_daemon
+    check probes-allowed-without-lsm probes_all_succeed
+    check bench-without-lsm bench without_lsm
+    check daemon-restarted start_daemon
+    denied lsm-file_open-after-restart probe_file_open
+    check bench-with-lsm-2 bench with_lsm
+    check daemon-stopped-2 stop_daemon
+    check bench-without-lsm-2 bench without_lsm
+    cat /tmp/bench.txt
 }

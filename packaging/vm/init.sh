@@ -62,15 +62,19 @@ check() {
 }
 # denied NAME CMD...: PASS when CMD fails with "Operation not permitted" (EPERM, what the LSM
 # hooks return), FAIL when it succeeds or fails for another reason.
-denied() {
-    name=$1
-    shift
+denied() { denied_with 'not permitted' EPERM "$@"; }
+# denied_with PATTERN ERRNO NAME CMD...: the same for errors whose message matches PATTERN.
+denied_with() {
+    pattern=$1
+    errno=$2
+    name=$3
+    shift 3
     if "$@" > /tmp/check.out 2>&1; then
         bad "$name" "allowed: $(tail -1 /tmp/check.out)"
-    elif grep -q 'not permitted' /tmp/check.out; then
+    elif grep -q "$pattern" /tmp/check.out; then
         ok "$name"
     else
-        bad "$name" "failed without EPERM: $(tail -1 /tmp/check.out)"
+        bad "$name" "failed without $errno: $(tail -1 /tmp/check.out)"
     fi
 }
 finish() {
@@ -78,8 +82,8 @@ finish() {
     echo "SUMMARY pass=$pass fail=$fail plan=$plan kernel=$(uname -r) uptime=$(up)s"
     if [ "$fail" -eq 0 ] && [ "$pass" -eq "$plan" ]; then echo "RESULT PASS"; else echo "RESULT FAIL"; fi
     if [ -s /tmp/rauhad.log ] && [ "$fail" -ne 0 ]; then
-        echo "---- rauhad.log (last 30 lines)"
-        tail -30 /tmp/rauhad.log
+        echo "---- rauhad.log (last 60 lines)"
+        tail -60 /tmp/rauhad.log
     fi
     sync
     echo o > /proc/sysrq-trigger
