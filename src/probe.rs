@@ -6,11 +6,11 @@
 //! stdout. The daemon runs this binary from a memfd inside the zone, so it needs nothing from
 //! any image.
 //!
-//! Every probe is harmless if it got through: exec attempts pass an invalid `argv` (the kernel
-//! opens and checks the file first, then fails with `EFAULT` on the arguments), mounts and
-//! reboot use arguments the kernel refuses after its permission checks, created files and
-//! nodes are removed, a sysctl gets its own value back, a foreign `cgroup.procs` is only
-//! opened, and the namespace probes run in a forked child that exits at once.
+//! Every probe is harmless if it got through: exec attempts run in a child whose seccomp filter
+//! kills the new program at its first system call, mounts and reboot use arguments the kernel
+//! refuses after its permission checks, created files and nodes are removed, a sysctl gets its own
+//! value back, a foreign `cgroup.procs` is only opened, and the namespace probes run in a forked
+//! child that exits at once.
 //!
 //! Attribution: each check lists, per errno, the mechanisms that answer with it
 //! ([`mechanism`]); the daemon keeps those of the layers that were active. An errno a check
@@ -21,12 +21,14 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
+
+use crate::enforce::seccomp;
 
 /// Names of the mechanisms an outcome can point at. The layer names match the daemon's layer
 /// list (`zone verify`, `rauha info`).
@@ -162,17 +164,116 @@ fn open_errno(path: &str, flags: OFlags) -> i32 {
     }
 }
 
-/// Tries to execute `path` with an invalid `argv`: the kernel opens and checks the file for
-/// execution first, then fails on the arguments with `EFAULT`, so nothing ever runs. `EFAULT`
-/// therefore means the file was reachable and executable: reported as `0`, a crossing.
-fn exec_errno(path: &str) -> i32 {
-    let Ok(path) = std::ffi::CString::new(path) else { return libc::EINVAL };
-    // SAFETY: a valid C string; argv is deliberately an invalid pointer, which execve reads
-    // only after opening the file and fails with EFAULT, leaving this process as it was.
-    let rc = unsafe { libc::syscall(libc::SYS_execve, path.as_ptr(), 1usize, 0usize) };
-    match last_errno(rc) {
-        libc::EFAULT => 0,
-        errno => errno,
+/// An exec attempt on `path` as a check: denied, crossed, or inconclusive when the attempt
+/// could not be confined (then nothing was tried).
+fn exec_check(check: &str, path: &str) -> Check {
+    let tried = format!("execve {path}");
+    match exec_errno(path) {
+        Ok(errno) => judge(check, "exec", errno, FOREIGN_FILE, tried),
+        Err((errno, why)) => Check {
+            check: check.to_owned(),
+            boundary: "exec".to_owned(),
+            passed: false,
+            errno,
+            held_by: Vec::new(),
+            detail: format!("{tried}: inconclusive, not attempted: {why}"),
+        },
+    }
+}
+
+/// What the exec child reports on its pipe: which step failed, then the errno.
+const EXEC_STEP_CONFINE: i32 = 1;
+const EXEC_STEP_EXEC: i32 = 2;
+
+/// Tries to execute `path` in a forked child that can do nothing else: under
+/// [`seccomp::exec_only`] a program whose exec got through is killed at its first system call.
+/// A failed exec's errno comes back on a close-on-exec pipe; end of file without a report means
+/// the exec replaced the child: a crossing, `0`.
+/// `Err` carries the errno and reason when the child could not be confined.
+///
+/// Not an exec with an invalid `argv` that fails with `EFAULT` after the permission checks:
+/// only since Linux 6.8 does execve open the file before it reads the arguments; on 6.1 every
+/// path, even a missing one, came back `EFAULT` (found by the VM tests).
+fn exec_errno(path: &str) -> Result<i32, (i32, String)> {
+    let path = std::ffi::CString::new(path)
+        .map_err(|_| (libc::EINVAL, "the path contains a NUL byte".to_owned()))?;
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| (e.raw_os_error(), format!("pipe: {e}")))?;
+    let report_fd = writer.as_raw_fd();
+    let filter = seccomp::exec_only(report_fd as u32)
+        .map_err(|e| (libc::EINVAL, format!("compile the exec-only filter: {e}")))?;
+    let argv = [path.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    // SAFETY: the child makes only raw system calls on memory prepared before the fork (no
+    // allocation, no locks), so this holds even in a multi-threaded caller such as a test.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let report = |step: i32, errno: i32| -> ! {
+            let mut message = [0u8; 8];
+            message[..4].copy_from_slice(&step.to_ne_bytes());
+            message[4..].copy_from_slice(&errno.to_ne_bytes());
+            // SAFETY: writes 8 bytes from a local buffer to our pipe, then ends the child
+            // without running the parent's atexit handlers.
+            unsafe {
+                libc::write(report_fd, message.as_ptr().cast(), message.len());
+                libc::_exit(0)
+            }
+        };
+        // A program killed by the filter leaves no core file.
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: setrlimit reads a valid rlimit; failing only leaves core files possible.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+        if let Err(failure) = seccomp::install(&filter) {
+            report(EXEC_STEP_CONFINE, failure.errno.raw_os_error());
+        }
+        // SAFETY: path, argv and envp are NUL-terminated and outlive the call; on success this
+        // process is replaced, confined by the filter just installed.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        report(EXEC_STEP_EXEC, last_errno(-1));
+    }
+    if pid < 0 {
+        let errno = last_errno(-1);
+        return Err((errno, format!("fork: {}", errno_text(errno))));
+    }
+    drop(writer);
+    let mut message = [0u8; 8];
+    let mut got = 0;
+    while got < message.len() {
+        match rustix::io::read(&reader, &mut message[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => {}
+            Err(_) => break,
+        }
+    }
+    reap(pid);
+    let field = |at: usize| {
+        i32::from_ne_bytes([message[at], message[at + 1], message[at + 2], message[at + 3]])
+    };
+    match (got, field(0), field(4)) {
+        (0, _, _) => Ok(0),
+        (8, EXEC_STEP_EXEC, errno) => Ok(errno),
+        (8, EXEC_STEP_CONFINE, errno) => {
+            Err((errno, format!("install the exec-only seccomp filter: {}", errno_text(errno))))
+        }
+        _ => Err((libc::EIO, format!("the exec child sent {got} of 8 report bytes"))),
+    }
+}
+
+/// Waits for the exec child to end; one that got through and makes no system call (it would
+/// spin) is SIGKILLed after a second.
+fn reap(pid: libc::pid_t) {
+    for _ in 0..1000 {
+        // SAFETY: waiting for our own child without blocking; a null status pointer is allowed.
+        if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } != 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: our own child, still running: killed, then reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 
@@ -360,8 +461,7 @@ fn process_checks(label: &str, pid: u32, host_file: Option<&str>, out: &mut Vec<
     let open = open_errno(&path, flags);
     out.push(judge(&format!("files_{label}"), "files", open, FOREIGN_FILE, format!("open {path}")));
     let exe = format!("{proc_dir}/exe");
-    let exec = exec_errno(&exe);
-    out.push(judge(&format!("exec_{label}"), "exec", exec, FOREIGN_FILE, format!("execve {exe}")));
+    out.push(exec_check(&format!("exec_{label}"), &exe));
 }
 
 /// Makes a `/dev/mem` node (char 1:1) in each candidate directory and opens the first one made:
@@ -546,8 +646,7 @@ fn attack(targets: &Targets) -> Vec<Check> {
         out.push(judge("files_host_path", "files", open, FOREIGN_FILE, format!("open {file}")));
     }
     if let Some(file) = &targets.host_exec {
-        let exec = exec_errno(file);
-        out.push(judge("exec_host_path", "exec", exec, FOREIGN_FILE, format!("execve {file}")));
+        out.push(exec_check("exec_host_path", file));
     }
     for (label, path) in &targets.cgroups {
         // Opening for writing is the crossing: the write itself would move the probe.
@@ -738,8 +837,27 @@ mod tests {
     }
 
     #[test]
-    fn exec_with_a_bad_argv_never_runs_and_tells_reachable_from_missing() {
-        assert_eq!(exec_errno("/proc/self/exe"), 0, "reachable: EFAULT, reported as crossed");
-        assert_eq!(exec_errno("/nonexistent/rauha-probe"), libc::ENOENT);
+    fn exec_attempts_tell_denied_from_crossed_and_run_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        // A script that leaves a mark if anything of it (or of its interpreter) gets to run.
+        let script = dir.path().join("run-me");
+        std::fs::write(&script, format!("#!/bin/sh\ntouch {}\n", mark.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "not executable").unwrap();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+        // Not /proc/self/exe: were the filter missing, the test binary would run every test again.
+        assert_eq!(exec_errno(&path(&script)), Ok(0), "executable: crossed");
+        assert!(!mark.exists(), "the exec'd program ran");
+        // Refused before any argument is read: on kernels before 6.8 the old invalid-argv
+        // attempt answered EFAULT ("crossed") for all of these.
+        assert_eq!(exec_errno("/nonexistent/rauha-probe"), Ok(libc::ENOENT));
+        assert_eq!(exec_errno(&path(&plain)), Ok(libc::EACCES));
+        assert_eq!(exec_errno(&path(dir.path())), Ok(libc::EACCES));
+        let check = exec_check("exec_host_path", "/nonexistent/rauha-probe");
+        assert!(check.passed && check.held_by == [NAMESPACES], "{check:?}");
     }
 }

@@ -126,6 +126,30 @@ probes_all_succeed() {
 lsm_active() { grep -x '  lsm: active' /tmp/info.txt || { grep '^  lsm' /tmp/info.txt; return 1; }; }
 lsm_unavailable() { grep '^  lsm: unavailable (.*bpf' /tmp/info.txt || { grep '^  lsm' /tmp/info.txt; return 1; }; }
 
+# `rauha zone verify a --json`, flattened to one line without blanks for busybox grep: the
+# report must say the zone is isolated and, for the LSM layer, either that it is active and
+# held at least one attack (`held_by` names it on a passed check) or, with EXPECT=unavailable,
+# that it is inactive, naming bpf missing from the LSM list, and held nothing.
+verify_reports_lsm() {
+    rauha zone verify a --json > /tmp/verify.json 2>&1
+    status=$?
+    report=$(tr -d ' \n' < /tmp/verify.json)
+    echo "$report" | grep -q '^{"zone":"a","is_isolated":true,' && [ $status = 0 ] || {
+        not_held=$(echo "$report" | grep -o '"name":"[a-z_]*","boundary":"[a-z]*","passed":false,"required":true,"skipped":""' | cut -d'"' -f4 | tr '\n' ' ')
+        echo "not isolated (exit $status): ${not_held:-$(tail -1 /tmp/verify.json)}"
+        return 1
+    }
+    lsm=$(echo "$report" | grep -o '{"name":"lsm","active":[a-z]*,"reason":"[^"]*"}')
+    held=$(echo "$report" | grep -o '"passed":true,[^}]*"held_by":\[[^]]*"lsm"' | wc -l)
+    if [ "$1" = active ]; then
+        [ "$lsm" = '{"name":"lsm","active":true,"reason":""}' ] && [ "$held" -gt 0 ] ||
+            { echo "lsm layer: ${lsm:-missing}, held $held attacks"; return 1; }
+    else
+        echo "$lsm" | grep -q '"active":false,"reason":".*bpf' && [ "$held" = 0 ] ||
+            { echo "lsm layer: ${lsm:-missing}, held $held attacks"; return 1; }
+    fi
+}
+
 # The deny events so far, one per line: deny.HOOK zone=Z ... (`rauha events`: "TIME TYPE ZONE
 # MESSAGE").
 deny_events() {
@@ -155,7 +179,7 @@ bench() {
 }
 
 run_checks() {
-    if [ "$expect_lsm" = 1 ]; then plan=35; else plan=13; fi
+    if [ "$expect_lsm" = 1 ]; then plan=36; else plan=14; fi
     echo
     echo "PLAN $plan"
     check modules-loaded sh -c 'for m in $(cat /lib/modules/load-order); do insmod /lib/modules/$m.ko || exit 1; done'
@@ -182,9 +206,11 @@ run_checks() {
         # Without the LSM layer the privileged probes get through: they are real attacks.
         check probes-allowed-without-lsm probes_all_succeed
         check lsm-reported-unavailable lsm_unavailable
+        check verify-lsm-unavailable verify_reports_lsm unavailable
         return
     fi
     check lsm-reported-active lsm_active
+    check verify-lsm-active-and-holding verify_reports_lsm active
     denied lsm-file_open-cross-zone probe_file_open
     denied lsm-exec-cross-zone probe_exec
     denied lsm-task_kill-cross-zone probe_kill

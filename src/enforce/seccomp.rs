@@ -490,6 +490,35 @@ pub fn compile<S: AsRef<str>>(
     compile_key(&ProfileKey::new(Arch::host()?, deny, granted_caps)?)
 }
 
+/// The filter of a process whose only business left is one `execve`: it may call `execve`,
+/// `exit` and `exit_group`, and `write` on `report_fd` (to say why the exec failed); any
+/// other system call kills it. `rauha zone verify`'s exec attempts run under it: a program
+/// whose exec got through dies at its first system call, having done nothing.
+pub fn exec_only(report_fd: u32) -> Result<SeccompProgram, SeccompError> {
+    let arch = Arch::host()?;
+    let compile_err = |source| SeccompError::Compile { arch: arch.name(), source };
+    let number = |name: &str| {
+        arch.syscall_number(name).ok_or_else(|| SeccompError::UnknownSyscall {
+            name: name.to_owned(),
+            arch: arch.name(),
+        })
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for name in ESSENTIAL {
+        rules.insert(number(name)?, Vec::new());
+    }
+    let to_report =
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, u64::from(report_fd))
+            .and_then(|fd| SeccompRule::new(vec![fd]))
+            .map_err(compile_err)?;
+    rules.insert(number("write")?, vec![to_report]);
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::KillProcess, SeccompAction::Allow, arch.target())
+            .map_err(compile_err)?;
+    let program: BpfProgram = filter.try_into().map_err(compile_err)?;
+    Ok(SeccompProgram { filter: Some(Arc::new(program)) })
+}
+
 /// Syscalls per leaf of the search tree: leaves are seccompiler's linear chains, so a lookup
 /// costs about `2 * log2(n / LEAF)` tree instructions plus at most `2 * LEAF` chain ones.
 const LEAF: usize = 8;
@@ -842,6 +871,25 @@ mod tests {
     const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
     const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
     const ENOSYS: u32 = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+
+    #[test]
+    fn exec_only_allows_the_exec_and_the_report_and_kills_everything_else() {
+        let arch = Arch::host().unwrap();
+        let prog = exec_only(7).unwrap();
+        let p = prog.instructions();
+        let a = arch.audit_arch();
+        let nr = |n: &str| arch.syscall_number(n).unwrap() as u32;
+        const KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+        for allowed in ["execve", "exit", "exit_group"] {
+            assert_eq!(run(p, a, nr(allowed), [0; 6]), ALLOW, "{allowed}");
+        }
+        assert_eq!(run(p, a, nr("write"), [7, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(p, a, nr("write"), [1, 0, 0, 0, 0, 0]), KILL, "write to stdout");
+        for killed in ["brk", "mmap", "openat", "execveat", "read"] {
+            assert_eq!(run(p, a, nr(killed), [0; 6]), KILL, "{killed}");
+        }
+        assert_eq!(run(p, 0x4000_0003, nr("execve"), [0; 6]), KILL, "another architecture");
+    }
 
     #[test]
     fn verdicts_match_the_profile_for_every_syscall() {
