@@ -465,68 +465,21 @@ fn exec_without_a_tty_keeps_streams_apart_and_returns_the_code() {
 
 #[test]
 fn exec_with_a_tty_follows_window_size_changes() {
-    use std::io::{Read, Write};
-    use std::os::fd::AsFd;
-    use std::os::unix::process::CommandExt;
-
     let Some(d) = daemon_with_zone("exec_tty", None) else { return };
     d.ok(&["run", "--zone", "z", "-d", "--name", "term", "busybox", "sleep", "100"]);
     // Without a local terminal the session still gets a PTY inside.
     assert!(d.ok(&["exec", "-t", "term", "tty"]).starts_with("/dev/pts/"));
 
     // A terminal of our own for the CLI, so it takes the local size and forwards resizes.
-    let master =
-        rustix::pty::openpt(rustix::pty::OpenptFlags::RDWR | rustix::pty::OpenptFlags::NOCTTY)
-            .unwrap();
-    rustix::pty::grantpt(&master).unwrap();
-    rustix::pty::unlockpt(&master).unwrap();
-    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
-    let slave =
-        std::fs::File::options().read(true).write(true).open(name.to_str().unwrap()).unwrap();
-    rauha::shim::pty::set_window_size(&master, 30, 100).unwrap();
-    let mut command = d.command(&["exec", "-it", "term", "sh"]);
-    command
-        .stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    // SAFETY: setsid and TIOCSCTTY on fd 0 are single syscalls; nothing is allocated.
-    unsafe {
-        command.pre_exec(|| {
-            rustix::process::setsid()?;
-            rustix::process::ioctl_tiocsctty(std::io::stdin().as_fd())?;
-            Ok(())
-        });
-    }
-    let mut cli = command.spawn().unwrap();
-    drop(slave);
-    let mut terminal = std::fs::File::from(master);
-    let mut seen = String::new();
-    let mut read_until = |terminal: &mut std::fs::File, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buffer = [0u8; 4096];
-        while !seen.contains(needle) {
-            assert!(Instant::now() < deadline, "no {needle:?} in terminal output: {seen:?}");
-            let fd = terminal.as_fd();
-            let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-            if rustix::event::poll(
-                &mut fds,
-                Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 100_000_000 }),
-            )
-            .unwrap()
-                > 0
-            {
-                let n = terminal.read(&mut buffer).unwrap();
-                seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        }
-    };
-    terminal.write_all(b"stty size\n").unwrap();
-    read_until(&mut terminal, "30 100");
-    rauha::shim::pty::set_window_size(terminal.as_fd(), 40, 120).unwrap();
+    let (mut terminal, mut cli) =
+        Terminal::spawn(d.command(&["exec", "-it", "term", "sh"]), 30, 100);
+    terminal.type_text("stty size\n");
+    terminal.read_until("30 100");
+    terminal.resize(40, 120);
     std::thread::sleep(Duration::from_millis(300));
-    terminal.write_all(b"stty size\n").unwrap();
-    read_until(&mut terminal, "40 120");
-    terminal.write_all(b"exit 5\n").unwrap();
+    terminal.type_text("stty size\n");
+    terminal.read_until("40 120");
+    terminal.type_text("exit 5\n");
     let status = cli.wait().unwrap();
     assert_eq!(status.code(), Some(5));
 }
