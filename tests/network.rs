@@ -79,6 +79,12 @@ fn bridged_zones_talk_only_when_both_allow_and_changes_apply_live() {
     // b allows a now; the server keeps running and is reached.
     apply(&d, "b", &bridged_allowing(&["a"]));
     assert_eq!(fetch(&d, "a", &b, 8080), "pong");
+    // Zone↔zone traffic is filtered statelessly: the daemon's namespace keeps no conntrack
+    // entry for it (br_netfilter hands bridged frames to the inet hooks too).
+    let conntrack = d.netns.command("cat").arg("/proc/net/nf_conntrack").output().unwrap();
+    assert!(conntrack.status.success(), "{}", String::from_utf8_lossy(&conntrack.stderr));
+    let tracked = String::from_utf8_lossy(&conntrack.stdout).into_owned();
+    assert!(!tracked.contains(&format!("src={a} dst={b} ")), "{tracked}");
     let ping = format!("ping -c 1 -W 2 {b} >/dev/null && echo reachable");
     assert_eq!(
         d.ok(&["run", "--zone", "a", "--rm", "busybox", "sh", "-c", &ping]).trim(),

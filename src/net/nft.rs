@@ -230,14 +230,15 @@ pub fn base_ruleset(cfg: &NetConfig) -> Value {
     c.push(rule("inet", "input", vec![vmap(payload("ip", "saddr"), "zone_input")]));
     c.push(rule("inet", "input", vec![verdict("drop")]));
 
-    // inet raw: zone↔zone packets seen here via br_netfilter (iif is the bridge port) are
-    // filtered statelessly in both families, so conntrack would only cost throughput. The
-    // gateway and anything outside the subnet stay tracked (NAT, established replies).
+    // inet raw: zone↔zone packets seen here (bridged ones via br_netfilter, which presents
+    // them as arriving on the bridge itself, and hairpinned ones) are filtered statelessly in
+    // both families, so conntrack would only cost throughput. The gateway and anything
+    // outside the subnet stay tracked (NAT, established replies).
     c.push(rule(
         "inet",
         "raw",
         vec![
-            eq(meta("iifname"), json!(ports)),
+            eq(meta("iifname"), json!(br)),
             eq(payload("ip", "daddr"), subnet.clone()),
             ne(payload("ip", "daddr"), json!(cfg.gateway.to_string())),
             json!({"notrack": null}),
@@ -1001,7 +1002,7 @@ mod tests {
         let v = base_ruleset(&NetConfig::default());
         let raw = rules_of(&v, "inet", "raw");
         assert_eq!(raw.len(), 1);
-        assert_eq!(raw[0][0]["match"]["right"], "rz*");
+        assert_eq!(raw[0][0]["match"]["right"], "rauha0");
         assert_eq!(raw[0][2]["match"]["op"], "!=");
         assert_eq!(raw[0][2]["match"]["right"], "10.89.0.1");
         assert_eq!(raw[0][3], json!({"notrack": null}));
