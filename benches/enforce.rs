@@ -15,12 +15,14 @@
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
+mod measure;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use harness::TestDaemon;
+use measure::busybox_real;
 use rauha::enforce::landlock::{PreparedLandlock, probe_abi};
 use rauha::enforce::seccomp::{self, SeccompCache, install};
 use rauha::shim::layers::LayerFactory;
@@ -115,15 +117,6 @@ fn run_child(exe: &Path, mode: &str) -> (f64, f64) {
     let s = String::from_utf8(out.stdout).expect("utf-8");
     let v: Vec<f64> = s.split_whitespace().map(|x| x.parse().expect("number")).collect();
     (v[0], v[1] / f64::from(RAW_ITERATIONS))
-}
-
-/// Seconds from busybox `time`'s "real 0m 1.23s" line.
-fn busybox_real(stderr: &str) -> f64 {
-    let line = stderr.lines().find(|l| l.starts_with("real")).expect("time output");
-    let rest = line.trim_start_matches("real").trim();
-    let (m, s) = rest.split_once('m').expect("minutes");
-    m.trim().parse::<f64>().expect("m") * 60.0
-        + s.trim().trim_end_matches('s').parse::<f64>().expect("s")
 }
 
 /// Times `script` inside a container of zone `z`; seconds as busybox measures them.
