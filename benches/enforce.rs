@@ -4,11 +4,15 @@
 //! 1. Shim side, in process: seccomp compile vs cache hit, `LayerFactory::prepare` of a second
 //!    container (warm cache: the real per-start preparation), and the child-side apply
 //!    (Landlock ruleset + seccomp install) in fresh forked children.
-//! 2. Raw open/close in fresh processes (a re-executed copy of this binary, `--child MODE N`)
-//!    with both layers vs none: the per-syscall cost without shell noise.
+//! 2. Raw open/close in fresh processes (a re-executed copy of this binary,
+//!    `--child MODE WORKLOAD N`) with no layer, each layer alone and both: the per-syscall
+//!    cost without shell noise.
 //! 3. Inside real containers: a daemon with all layers and one with every layer switched off
 //!    (`--unsafe-disable-layer` ×3); busybox shell loops (open/close by redirection, fork/exec
-//!    of `/bin/true`) timed inside the container, and end-to-end `rauha run --rm busybox true`.
+//!    of `/bin/true`) timed inside the container, end-to-end `rauha run --rm busybox true`, and
+//!    a UDP connect loop run by this binary in the container's network namespace: with all
+//!    layers in the zone's cgroup (cgroup-BPF connect hooks) under Landlock and seccomp, without
+//!    in the bench's own cgroup with nothing applied.
 //!
 //! Run as root: `cargo bench --bench enforce` (or `bash benches/run.sh enforce`); prints a
 //! Markdown report.
@@ -17,6 +21,7 @@
 mod harness;
 mod measure;
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -36,6 +41,7 @@ const RAW_ROUNDS: usize = 11;
 const SHELL_OPENS: u32 = 100_000;
 const SHELL_FORKS: u32 = 2_000;
 const CONTAINER_ROUNDS: usize = 5;
+const CONNECTS: u32 = 20_000;
 const START_ROUNDS: usize = 15;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -77,46 +83,56 @@ fn spec() -> ContainerSpec {
     }
 }
 
-/// Child mode: apply the layers (or not) to this fresh process, then time open/close.
-fn child(mode: &str, n: u32) {
-    let layered = mode == "all";
-    let ll = if layered {
+/// Child mode: apply the layers of `mode` (`all`, `seccomp`, `landlock`, `none`) to this fresh process, then time `n` iterations of
+/// `workload`: `open` (open/close of /etc/hostname) or `connect` (a UDP socket bound and
+/// connected to a loopback address, then closed). Prints the apply time and the loop time in ns.
+fn child(mode: &str, workload: &str, n: u32) {
+    let ll = if mode == "all" || mode == "landlock" {
         PreparedLandlock::new(probe_abi().expect("landlock abi"), Path::new("/"), &["/tmp"], &[])
             .expect("landlock prepare")
     } else {
         PreparedLandlock::disabled()
     };
-    let sc = if layered {
+    let sc = if mode == "all" || mode == "seccomp" {
         seccomp::compile(&DENY, 0).expect("seccomp compile")
     } else {
         seccomp::SeccompProgram::disabled()
     };
+    // UDP: connect runs the same cgroup-BPF connect hook as TCP, without a peer to schedule
+    // or connections lingering in TIME_WAIT.
+    let target = SocketAddr::from(([127, 0, 0, 1], 9));
     let t = Instant::now();
     ll.apply().expect("landlock apply");
     install(&sc).expect("seccomp install");
     let apply = t.elapsed();
     let path = c"/etc/hostname";
-    for _ in 0..1000 {
-        drop(rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()));
+    let once = || match workload {
+        "open" => {
+            let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty());
+            drop(fd.expect("open"));
+        }
+        _ => {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+            socket.connect(target).expect("connect");
+        }
+    };
+    for _ in 0..n.min(1000) {
+        once();
     }
     let t = Instant::now();
     for _ in 0..n {
-        let fd =
-            rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).expect("open");
-        drop(fd);
+        once();
     }
     println!("{} {}", apply.as_nanos(), t.elapsed().as_nanos());
 }
 
-fn run_child(exe: &Path, mode: &str) -> (f64, f64) {
-    let out = Command::new(exe)
-        .args(["--child", mode, &RAW_ITERATIONS.to_string()])
-        .output()
-        .expect("run child");
-    assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+/// Runs `child` in a fresh process (`command` execs this binary); (apply ns, ns/iteration).
+fn run_child(mut command: Command, mode: &str, workload: &str, n: u32) -> (f64, f64) {
+    let out = command.args(["--child", mode, workload, &n.to_string()]).output().expect("child");
+    assert!(out.status.success(), "{mode} {workload}: {}", String::from_utf8_lossy(&out.stderr));
     let s = String::from_utf8(out.stdout).expect("utf-8");
     let v: Vec<f64> = s.split_whitespace().map(|x| x.parse().expect("number")).collect();
-    (v[0], v[1] / f64::from(RAW_ITERATIONS))
+    (v[0], v[1] / f64::from(n))
 }
 
 /// Times `script` inside a container of zone `z`; seconds as busybox measures them.
@@ -129,7 +145,35 @@ fn in_container(d: &TestDaemon, script: &str) -> f64 {
 struct ContainerFigures {
     open_us: f64,
     fork_us: f64,
+    connect_us: f64,
     start_ms: f64,
+}
+
+/// Connect loops of a fresh process in the network namespace of a container of zone `z`:
+/// with `layered`, also in the zone's cgroup (its cgroup-BPF connect programs) under Landlock
+/// and seccomp; without, in the bench's own cgroup with nothing applied.
+fn connect_loops(d: &TestDaemon, layered: bool) -> Vec<f64> {
+    d.ok(&["run", "-d", "--zone", "z", "--name", "netns-holder", "busybox", "sleep", "3600"]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["inspect", "netns-holder"])).expect("inspect JSON");
+    let pid = inspect[0]["pid"].as_u64().expect("container pid");
+    let zone: serde_json::Value =
+        serde_json::from_str(&d.ok(&["zone", "inspect", "z"])).expect("zone JSON");
+    let cgroup = zone["cgroup_path"].as_str().expect("cgroup path").to_owned();
+    let exe = std::env::current_exe().expect("current exe");
+    let loops = (0..CONTAINER_ROUNDS)
+        .map(|_| {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net=/proc/{pid}/ns/net")).arg("--").arg(&exe);
+            if layered {
+                harness::join_cgroup(&mut command, Path::new(&cgroup));
+            }
+            let mode = if layered { "all" } else { "none" };
+            run_child(command, mode, "connect", CONNECTS).1 / 1e3
+        })
+        .collect();
+    d.ok(&["rm", "-f", "netns-holder"]);
+    loops
 }
 
 fn container_figures(tag: &str, args: &[&str]) -> Option<ContainerFigures> {
@@ -153,13 +197,19 @@ fn container_figures(tag: &str, args: &[&str]) -> Option<ContainerFigures> {
         d.ok(&["run", "--rm", "--zone", "z", "busybox", "true"]);
         start.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Some(ContainerFigures { open_us: median(open), fork_us: median(fork), start_ms: median(start) })
+    let connect_us = median(connect_loops(&d, args.is_empty()));
+    Some(ContainerFigures {
+        open_us: median(open),
+        fork_us: median(fork),
+        connect_us,
+        start_ms: median(start),
+    })
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
-        child(&args[i + 1], args[i + 2].parse().expect("iterations"));
+        child(&args[i + 1], &args[i + 2], args[i + 3].parse().expect("iterations"));
         return;
     }
 
@@ -190,14 +240,18 @@ fn main() {
 
     // 2. Raw open/close in fresh processes.
     let exe = std::env::current_exe().expect("current exe");
-    let (mut none, mut all, mut apply) = (Vec::new(), Vec::new(), Vec::new());
+    let modes = ["none", "seccomp", "landlock", "all"];
+    let (mut raw, mut apply) = (vec![Vec::new(); modes.len()], Vec::new());
     for _ in 0..RAW_ROUNDS {
-        none.push(run_child(&exe, "none").1);
-        let (a, ns) = run_child(&exe, "all");
-        apply.push(a);
-        all.push(ns);
+        for (mode, samples) in modes.iter().zip(&mut raw) {
+            let (a, ns) = run_child(Command::new(&exe), mode, "open", RAW_ITERATIONS);
+            samples.push(ns);
+            if *mode == "all" {
+                apply.push(a);
+            }
+        }
     }
-    let (raw_none, raw_all) = (median(none), median(all));
+    let raw: Vec<f64> = raw.into_iter().map(median).collect();
     let prepare_us = median(prepares) / 1e3;
     let apply_us = median(apply) / 1e3;
 
@@ -220,8 +274,12 @@ fn main() {
         "## Raw open/close of /etc/hostname, fresh process, {RAW_ITERATIONS} iterations, median of {RAW_ROUNDS}\n"
     );
     println!("| layers | ns/iteration | ratio |\n|---|---|---|");
-    println!("| none | {raw_none:.1} | 1.000 |");
-    println!("| seccomp + Landlock | {raw_all:.1} | {:.3} (target ≤ 1.05) |\n", raw_all / raw_none);
+    let labels = ["none", "seccomp only", "Landlock only", "seccomp + Landlock"];
+    for (label, ns) in labels.iter().zip(&raw) {
+        let target = if *label == "seccomp + Landlock" { " (target ≤ 1.05)" } else { "" };
+        println!("| {label} | {ns:.1} | {:.3}{target} |", ns / raw[0]);
+    }
+    println!();
 
     // 3. Inside containers.
     let off = [
@@ -252,6 +310,12 @@ fn main() {
         with.fork_us,
         without.fork_us,
         with.fork_us / without.fork_us
+    );
+    println!(
+        "| UDP socket + connect + close to loopback in the zone's netns ({CONNECTS}×; this bench binary, see 3.) | {:.2} µs | {:.2} µs | {:.3} |",
+        with.connect_us,
+        without.connect_us,
+        with.connect_us / without.connect_us
     );
     println!(
         "| `rauha run --rm busybox true`, end to end (median of {START_ROUNDS}) | {:.1} ms | {:.1} ms | {:.3} |",
