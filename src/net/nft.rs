@@ -50,6 +50,14 @@ const INET_ADDR_MAPS: [(&str, &str); 5] = [
 /// Inet-family map of published ports (`proto . port` → the zone's dnat chain).
 const PUBLISHED_MAP: &str = "published";
 
+/// Packet mark bit the bridge family sets on zone↔zone frames it accepted, so the inet forward
+/// chain (which br_netfilter runs for the same frames) skips its by-address pair check for
+/// them. The inet raw chain clears it on everything entering from the bridge, and the bridge
+/// forward chain runs before br_netfilter, so only frames the bridge check accepted carry it;
+/// routed (hairpinned) zone↔zone packets never do and still get the pair check. A frame
+/// leaving through the peer's veth loses its mark when it crosses into that namespace.
+pub const BRIDGED_PAIR_MARK: u32 = 0x0020_0000;
+
 /// Name of a zone's chain for `part`.
 pub fn zone_chain(zone_id: u32, part: &str) -> String {
     format!("z{zone_id}-{part}")
@@ -82,6 +90,16 @@ fn eq(left: Value, right: Value) -> Value {
 
 fn ne(left: Value, right: Value) -> Value {
     matches("!=", left, right)
+}
+
+/// `meta mark set meta mark OP value`: one bit set (`|`) or cleared (`&` with the inverse).
+fn mark_set(op: &str, value: u32) -> Value {
+    json!({"mangle": {"key": meta("mark"), "value": {op: [meta("mark"), value]}}})
+}
+
+/// `meta mark & bit == bit`.
+fn mark_has(bit: u32) -> Value {
+    eq(json!({"&": [meta("mark"), bit]}), json!(bit))
 }
 
 fn verdict(v: &str) -> Value {
@@ -194,7 +212,8 @@ pub fn base_ruleset(cfg: &NetConfig) -> Value {
     let mut c = declarations();
     let chains = [
         ("bridge", "prerouting", "filter", "prerouting", -200),
-        ("bridge", "forward", "filter", "forward", 0),
+        // Before br_netfilter's forward hook (priority 0), which runs the inet forward chain.
+        ("bridge", "forward", "filter", "forward", -200),
         ("inet", "raw", "filter", "prerouting", -300),
         ("inet", "input", "filter", "input", 0),
         ("inet", "forward", "filter", "forward", 0),
@@ -202,9 +221,13 @@ pub fn base_ruleset(cfg: &NetConfig) -> Value {
         ("inet", "output", "nat", "output", -100),
         ("inet", "postrouting", "nat", "postrouting", 100),
     ];
+    // Re-created rather than updated: the kernel refuses to change the hook priority of an
+    // existing base chain (a table made by an earlier version).
     for (family, name, ty, hook, prio) in chains {
-        c.push(cmd("add", "chain", base_chain(family, name, ty, hook, prio)));
+        c.push(cmd("add", "chain", chain_ref(family, name)));
         c.push(cmd("flush", "chain", chain_ref(family, name)));
+        c.push(cmd("delete", "chain", chain_ref(family, name)));
+        c.push(cmd("add", "chain", base_chain(family, name, ty, hook, prio)));
     }
     let established =
         || matches("in", json!({"ct": {"key": "state"}}), json!(["established", "related"]));
@@ -241,15 +264,20 @@ pub fn base_ruleset(cfg: &NetConfig) -> Value {
             eq(meta("iifname"), json!(br)),
             eq(payload("ip", "daddr"), subnet.clone()),
             ne(payload("ip", "daddr"), json!(cfg.gateway.to_string())),
+            mark_set("&", !BRIDGED_PAIR_MARK),
             json!({"notrack": null}),
         ],
     ));
 
     // inet forward: routed traffic to and from zones.
-    // Zone↔zone within the bridge: bridged packets (br_netfilter) and packets a zone routes
-    // via the gateway's MAC (hairpin) both get the same pairwise check by address (the
-    // bridge prerouting chain pins each port's source address); nothing else passes.
+    // Zone↔zone within the bridge: bridged packets (br_netfilter) the bridge family already
+    // accepted pass on their mark; packets a zone routes via the gateway's MAC (hairpin) get
+    // the same pairwise check by address (the bridge prerouting chain pins each port's
+    // source address); nothing else passes.
     let intra = || vec![eq(meta("iifname"), json!(br)), eq(meta("oifname"), json!(br))];
+    let mut r = intra();
+    r.extend([mark_has(BRIDGED_PAIR_MARK), verdict("accept")]);
+    c.push(rule("inet", "forward", r));
     let mut r = intra();
     r.push(vmap(payload("ip", "saddr"), "zone_out4"));
     c.push(rule("inet", "forward", r));
@@ -362,7 +390,11 @@ fn zone_commands(cfg: &NetConfig, zone: &ZoneNetSpec, peers: &[PeerInfo]) -> Vec
             &ch("out"),
             vec![eq(meta("oifname"), set.clone()), vmap(meta("oifname"), "zone_in")],
         ));
-        c.push(rule("bridge", &ch("in"), vec![eq(meta("iifname"), set), verdict("accept")]));
+        c.push(rule(
+            "bridge",
+            &ch("in"),
+            vec![eq(meta("iifname"), set), mark_set("|", BRIDGED_PAIR_MARK), verdict("accept")],
+        ));
     }
     c.push(rule("bridge", &ch("out"), vec![verdict("drop")]));
     c.push(rule("bridge", &ch("in"), vec![verdict("drop")]));
@@ -898,7 +930,9 @@ mod tests {
         assert_eq!(*out[1], json!([{"drop": null}]));
         let inn = rules_of(&v, "bridge", "z7-in");
         assert_eq!(inn[0][0]["match"]["right"], json!({"set": ["rz3", "rz9"]}));
-        assert_eq!(inn[0][1], json!({"accept": null}));
+        // Accepted frames carry the mark that spares them the inet pair check.
+        assert_eq!(inn[0][1]["mangle"]["value"]["|"][1], json!(BRIDGED_PAIR_MARK));
+        assert_eq!(inn[0][2], json!({"accept": null}));
         assert_eq!(elements(&v, "zone_in"), vec![&json!(["rz7", {"jump": {"target": "z7-in"}}])]);
 
         // Routed zone↔zone (hairpin via the gateway) gets the same check by address.
@@ -1005,11 +1039,20 @@ mod tests {
         assert_eq!(raw[0][0]["match"]["right"], "rauha0");
         assert_eq!(raw[0][2]["match"]["op"], "!=");
         assert_eq!(raw[0][2]["match"]["right"], "10.89.0.1");
-        assert_eq!(raw[0][3], json!({"notrack": null}));
+        // The bridged-pair mark is cleared on everything from the bridge to a zone address.
+        assert_eq!(raw[0][3]["mangle"]["value"]["&"][1], json!(!BRIDGED_PAIR_MARK));
+        assert_eq!(raw[0][4], json!({"notrack": null}));
         let fwd = rules_of(&v, "inet", "forward");
-        // Intra-bridge: pairwise vmap then drop, before anything accepts.
-        assert_eq!(fwd[0][2]["vmap"]["data"], "@zone_out4");
-        assert_eq!(fwd[1][2], json!({"drop": null}));
+        // Intra-bridge: frames the bridge family accepted (marked) pass, others get the
+        // pairwise vmap then drop, before anything else accepts.
+        assert_eq!(fwd[0][2], mark_has(BRIDGED_PAIR_MARK));
+        assert_eq!(fwd[0][3], json!({"accept": null}));
+        assert_eq!(fwd[1][2]["vmap"]["data"], "@zone_out4");
+        assert_eq!(fwd[2][2], json!({"drop": null}));
+        for rule in &fwd[..3] {
+            assert_eq!(rule[0]["match"]["right"], "rauha0");
+            assert_eq!(rule[1]["match"]["right"], "rauha0");
+        }
         let bfwd = rules_of(&v, "bridge", "forward");
         assert_eq!(
             *bfwd.last().unwrap(),
