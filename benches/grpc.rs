@@ -12,7 +12,7 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use async_compat::Compat;
-use harness::TestDaemon;
+use harness::{DaemonUsage, TestDaemon};
 use rauha::grpc::ListenAddr;
 use rauha::grpc::proto::zone::zone_service_client::ZoneServiceClient;
 use rauha::grpc::proto::zone::{CreateZoneRequest, DeleteZoneRequest, GetZoneRequest};
@@ -34,34 +34,11 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-/// The daemon's resident memory, open fds and threads at one point of the cycles.
-struct Reading {
-    cycles: usize,
-    rss_kib: u64,
-    fds: usize,
-    threads: u64,
-}
-
-fn status_field(status: &str, field: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in the daemon's status"))
-}
-
-/// Reads the daemon's figures after a pause, so that threads a request left running (the BPF
-/// spare loader) have finished.
-fn read_daemon(pid: u32, cycles: usize) -> Reading {
+/// The daemon's figures after `cycles` cycles, read after a pause so that threads a request
+/// left running (the BPF spare loader) have finished.
+fn read_daemon(daemon: &TestDaemon, cycles: usize) -> (usize, DaemonUsage) {
     std::thread::sleep(Duration::from_millis(500));
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("daemon fds").count();
-    Reading {
-        cycles,
-        rss_kib: status_field(&status, "VmRSS:"),
-        fds,
-        threads: status_field(&status, "Threads:"),
-    }
+    (cycles, daemon.usage())
 }
 
 fn main() {
@@ -71,7 +48,6 @@ fn main() {
     let Some(daemon) = TestDaemon::start_with("grpc_bench", &["--grpc-listen", &listen]) else {
         return;
     };
-    let pid = daemon.pid().expect("daemon pid");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let mut zones = rt.block_on(async {
         let channel =
@@ -114,7 +90,7 @@ fn main() {
     // Warm-up first: until the event history ring is full (two events a cycle) and the
     // store's cache, the allocator's arenas and the BPF spare loader have settled, memory grows
     // by design. Only growth over the measured cycles after that would be a leak.
-    let mut readings = vec![read_daemon(pid, 0)];
+    let mut readings = vec![read_daemon(&daemon, 0)];
     let mut done = 0;
     let mut cycling = Duration::ZERO;
     for round in std::iter::once(WARM_UP).chain(std::iter::repeat_n(CHECKPOINT, ROUNDS)) {
@@ -130,7 +106,7 @@ fn main() {
             cycling += started.elapsed();
         }
         done += round;
-        readings.push(read_daemon(pid, done));
+        readings.push(read_daemon(&daemon, done));
     }
 
     println!("| measurement | median | p95 | p99 |");
@@ -157,12 +133,12 @@ fn main() {
     println!();
     println!("| after cycles | daemon RSS | since warm-up | open fds | threads |");
     println!("|---|---|---|---|---|");
-    let warm = readings[1].rss_kib as i64;
-    for (i, s) in readings.iter().enumerate() {
+    let warm = readings[1].1.rss_kib as i64;
+    for (i, (cycles, s)) in readings.iter().enumerate() {
         let label = match i {
             0 => "0 (start)".to_owned(),
-            1 => format!("{} (warm-up)", s.cycles),
-            _ => s.cycles.to_string(),
+            1 => format!("{cycles} (warm-up)"),
+            _ => cycles.to_string(),
         };
         let since =
             if i == 0 { "".to_owned() } else { format!("{:+} KiB", s.rss_kib as i64 - warm) };
