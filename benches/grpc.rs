@@ -1,7 +1,8 @@
 //! gRPC facade benchmarks (issue 7): unary latency of GetZone over gRPC versus the tarpc path
-//! the CLI uses, and 1000 zone create/delete cycles through gRPC with the daemon's RSS before
-//! and after. Prints a Markdown table; `bash benches/run.sh grpc` records it under
-//! `benches/results/`.
+//! the CLI uses, and zone create/delete cycles through gRPC with the daemon's RSS, open fds and
+//! threads read at checkpoints: after a warm-up round (growth there is caches and allocator
+//! arenas filling) and every few hundred cycles after it (growth there would be a leak). Prints
+//! Markdown tables; `bash benches/run.sh grpc` records them under `benches/results/`.
 //!
 //! Run as root: `cargo bench --features grpc --bench grpc`.
 
@@ -11,14 +12,18 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use async_compat::Compat;
-use harness::TestDaemon;
+use harness::{DaemonUsage, TestDaemon};
 use rauha::grpc::ListenAddr;
 use rauha::grpc::proto::zone::zone_service_client::ZoneServiceClient;
 use rauha::grpc::proto::zone::{CreateZoneRequest, DeleteZoneRequest, GetZoneRequest};
 use rauha::rpc;
 
 const SAMPLES: usize = 2000;
-const CYCLES: usize = 1000;
+/// Create/delete cycles before the first reading that counts.
+const WARM_UP: usize = 1000;
+/// Cycles between two readings, and how many such rounds are measured.
+const CHECKPOINT: usize = 500;
+const ROUNDS: usize = 4;
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
@@ -29,13 +34,11 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+/// The daemon's figures after `cycles` cycles, read after a pause so that threads a request
+/// left running (the BPF spare loader) have finished.
+fn read_daemon(daemon: &TestDaemon, cycles: usize) -> (usize, DaemonUsage) {
+    std::thread::sleep(Duration::from_millis(500));
+    (cycles, daemon.usage())
 }
 
 fn main() {
@@ -45,7 +48,6 @@ fn main() {
     let Some(daemon) = TestDaemon::start_with("grpc_bench", &["--grpc-listen", &listen]) else {
         return;
     };
-    let pid = daemon.pid().expect("daemon pid");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
     let mut zones = rt.block_on(async {
         let channel =
@@ -85,19 +87,27 @@ fn main() {
         samples
     }));
 
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_before = rss_kib(pid);
-    let started = Instant::now();
-    rt.block_on(async {
-        for n in 0..CYCLES {
-            let name = format!("cycle-{n}");
-            zones.create_zone(create(&name)).await.expect("create");
-            zones.delete_zone(DeleteZoneRequest { name, force: false }).await.expect("delete");
+    // Warm-up first: until the event history ring is full (two events a cycle) and the
+    // store's cache, the allocator's arenas and the BPF spare loader have settled, memory grows
+    // by design. Only growth over the measured cycles after that would be a leak.
+    let mut readings = vec![read_daemon(&daemon, 0)];
+    let mut done = 0;
+    let mut cycling = Duration::ZERO;
+    for round in std::iter::once(WARM_UP).chain(std::iter::repeat_n(CHECKPOINT, ROUNDS)) {
+        let started = Instant::now();
+        rt.block_on(async {
+            for n in done..done + round {
+                let name = format!("cycle-{n}");
+                zones.create_zone(create(&name)).await.expect("create");
+                zones.delete_zone(DeleteZoneRequest { name, force: false }).await.expect("delete");
+            }
+        });
+        if done > 0 {
+            cycling += started.elapsed();
         }
-    });
-    let cycles = started.elapsed();
-    std::thread::sleep(Duration::from_millis(500));
-    let rss_after = rss_kib(pid);
+        done += round;
+        readings.push(read_daemon(&daemon, done));
+    }
 
     println!("| measurement | median | p95 | p99 |");
     println!("|---|---|---|---|");
@@ -113,14 +123,25 @@ fn main() {
         );
     }
     println!();
-    println!("| {CYCLES} zone create/delete cycles through gRPC | value |");
-    println!("|---|---|");
+    let measured = CHECKPOINT * ROUNDS;
     println!(
-        "| total | {:.1} s ({:.1} ms per cycle) |",
-        cycles.as_secs_f64(),
-        cycles.as_secs_f64() * 1000.0 / CYCLES as f64
+        "{measured} zone create/delete cycles through gRPC after {WARM_UP} warm-up cycles: {:.1} s \
+         ({:.1} ms per cycle).",
+        cycling.as_secs_f64(),
+        cycling.as_secs_f64() * 1000.0 / measured as f64
     );
-    println!("| daemon RSS before | {rss_before} KiB |");
-    println!("| daemon RSS after | {rss_after} KiB |");
-    println!("| growth | {} KiB |", rss_after as i64 - rss_before as i64);
+    println!();
+    println!("| after cycles | daemon RSS | since warm-up | open fds | threads |");
+    println!("|---|---|---|---|---|");
+    let warm = readings[1].1.rss_kib as i64;
+    for (i, (cycles, s)) in readings.iter().enumerate() {
+        let label = match i {
+            0 => "0 (start)".to_owned(),
+            1 => format!("{cycles} (warm-up)"),
+            _ => cycles.to_string(),
+        };
+        let since =
+            if i == 0 { "".to_owned() } else { format!("{:+} KiB", s.rss_kib as i64 - warm) };
+        println!("| {label} | {} KiB | {since} | {} | {} |", s.rss_kib, s.fds, s.threads);
+    }
 }

@@ -5,7 +5,7 @@ mod harness;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
-use harness::TestDaemon;
+use harness::{DaemonUsage, TestDaemon};
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("invalid JSON ({e}): {text}"))
@@ -331,4 +331,53 @@ fn version_names_revision_and_features() {
     assert!(out.status.success());
     assert!(text.starts_with(&format!("rauha {} (git ", env!("CARGO_PKG_VERSION"))), "{text}");
     assert!(text.contains("features: "), "{text}");
+}
+
+/// Waits for the daemon's fds and threads to fall to `limit`'s: a request may leave a thread
+/// finishing (the BPF spare loader) or an idle pool thread behind for a moment.
+fn settled(d: &TestDaemon, limit: DaemonUsage) -> DaemonUsage {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let now = d.usage();
+        if (now.fds <= limit.fds && now.threads <= limit.threads)
+            || std::time::Instant::now() > deadline
+        {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn zone_create_delete_cycles_leave_no_fds_or_threads_behind() {
+    let Some(d) = TestDaemon::start("zone_cycles") else {
+        return;
+    };
+    let bridged = d.write_file("bridged.toml", "[network]\nmode = \"bridged\"\n");
+    let cycle = |name: &str, policy: Option<&std::path::Path>| {
+        let mut create = vec!["zone", "create", "--name", name];
+        if let Some(policy) = policy {
+            create.extend(["--policy", policy.to_str().expect("utf-8 path")]);
+        }
+        d.ok(&create);
+        // Stats open the zone's cgroup files and network namespace.
+        d.ok(&["zone", "stats", name, "--json"]);
+        d.ok(&["zone", "delete", name]);
+    };
+    // The first zones make what lasts the daemon's lifetime (the bridge, a spare BPF load).
+    cycle("warm", None);
+    cycle("warm-bridged", Some(&bridged));
+    // A spare loader still running holds dups of the event maps: let it finish first.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let baseline = d.usage();
+    for n in 0..20 {
+        cycle(&format!("c{n}"), if n % 2 == 0 { None } else { Some(&bridged) });
+    }
+    let after = settled(&d, baseline);
+    assert_eq!(after.fds, baseline.fds, "open fds after 20 cycles: {after:?}, before {baseline:?}");
+    assert!(
+        after.threads <= baseline.threads,
+        "threads after 20 cycles: {after:?}, before {baseline:?}"
+    );
+    assert_eq!(json(&d.ok(&["zone", "list", "--json"])), serde_json::json!([]), "no zone left");
 }

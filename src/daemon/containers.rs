@@ -32,6 +32,8 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
 /// How long parked fds wait for their client.
 const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+/// How long the last record of an auto-removed container answers late waiters.
+const REMOVED_RETENTION: Duration = Duration::from_secs(600);
 
 fn format_time(at: Timestamp) -> String {
     super::format_timestamp(at)
@@ -621,8 +623,10 @@ impl Daemon {
             Err(RequestError::ContainerNotFound(_)) => {
                 // Auto-removed before the waiter came: its last record answers.
                 let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
-                let found =
-                    removed.values().find(|c| c.id.to_string() == reference || c.name == reference);
+                let found = removed
+                    .values()
+                    .map(|(_, c)| c)
+                    .find(|c| c.id.to_string() == reference || c.name == reference);
                 if let Some(found) = found {
                     return Ok(Some(self.container_info(found)));
                 }
@@ -642,7 +646,8 @@ impl Daemon {
                 Some(c) => last = c,
                 None => {
                     let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
-                    let final_state = removed.get(&container.id).cloned().unwrap_or(last);
+                    let final_state =
+                        removed.get(&container.id).map(|(_, c)| c.clone()).unwrap_or(last);
                     return Ok(Some(self.container_info(&final_state)));
                 }
             }
@@ -791,7 +796,10 @@ impl Daemon {
             format!("container {} exited with code {code}", container.name),
         );
         if container.auto_remove {
-            self.removed.lock().unwrap_or_else(|e| e.into_inner()).insert(id, container.clone());
+            let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+            removed.retain(|_, (at, _)| at.elapsed() < REMOVED_RETENTION);
+            removed.insert(id, (Instant::now(), container.clone()));
+            drop(removed);
             if let Err(error) = self.remove_container(&container) {
                 tracing::warn!(%error, container = %container.name, "auto-remove");
             }

@@ -275,8 +275,9 @@ pub struct Daemon {
     containers: Mutex<BTreeMap<Uuid, Container>>,
     /// Signalled on every container record change (exit events wake `wait` and `stop`).
     container_changed: Condvar,
-    /// Last records of auto-removed containers, for waiters that arrive after the removal.
-    removed: Mutex<HashMap<Uuid, Container>>,
+    /// Last records of auto-removed containers, with when they were removed, for waiters that
+    /// arrive after the removal; forgotten after a while, or they would pile up.
+    removed: Mutex<HashMap<Uuid, (Instant, Container)>>,
     /// File descriptors parked for a client's claim on the fd channel.
     tickets: Mutex<HashMap<u128, (Instant, Vec<OwnedFd>)>>,
     events: events::EventBus,

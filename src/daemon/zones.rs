@@ -176,6 +176,7 @@ impl Daemon {
             .map_err(|source| RequestError::Backend { zone: zone.name.clone(), source })?;
         self.store.delete_zone(zone.id)?;
         self.kernel.lock().unwrap_or_else(|e| e.into_inner()).remove(&zone.id);
+        self.cpu_samples.lock().unwrap_or_else(|e| e.into_inner()).remove(&zone.id);
         Ok(())
     }
 

@@ -139,6 +139,14 @@ pub struct TestDaemon {
     log_path: PathBuf,
 }
 
+/// What [`TestDaemon::usage`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonUsage {
+    pub rss_kib: u64,
+    pub fds: usize,
+    pub threads: u64,
+}
+
 impl TestDaemon {
     /// Start a daemon with default flags; `None` when the test must skip (see [`privileged`]).
     pub fn start(test: &str) -> Option<Self> {
@@ -309,6 +317,24 @@ impl TestDaemon {
         let path = self.dir.path().join(name);
         std::fs::write(&path, contents).expect("write test file");
         path
+    }
+
+    /// The running daemon's resident memory, open fds and threads, from `/proc`.
+    pub fn usage(&self) -> DaemonUsage {
+        let pid = self.pid().expect("daemon running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in the daemon's status"))
+        };
+        DaemonUsage {
+            rss_kib: field("VmRSS:"),
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).expect("daemon fds").count(),
+            threads: field("Threads:"),
+        }
     }
 
     /// The directory of `relative` (e.g. "zone-1") under this daemon's cgroup parent in one
