@@ -24,7 +24,7 @@ use measure::{busybox_real, ms, stats};
 use rauha::rpc::{self, ZoneCreateRequest};
 
 const RUNS: usize = 30;
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 const BULK_MIB: usize = 2048;
 const BULK_PORT: u16 = 9001;
 const CHUNK: usize = 128 * 1024;
