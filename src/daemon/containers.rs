@@ -32,8 +32,6 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
 /// How long parked fds wait for their client.
 const TICKET_LIFETIME: Duration = Duration::from_secs(30);
-/// How long the last record of an auto-removed container answers late waiters.
-const REMOVED_RETENTION: Duration = Duration::from_secs(600);
 
 fn format_time(at: Timestamp) -> String {
     super::format_timestamp(at)
@@ -797,7 +795,7 @@ impl Daemon {
         );
         if container.auto_remove {
             let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
-            removed.retain(|_, (at, _)| at.elapsed() < REMOVED_RETENTION);
+            removed.retain(|_, (at, _)| at.elapsed() < super::FINISHED_RETENTION);
             removed.insert(id, (Instant::now(), container.clone()));
             drop(removed);
             if let Err(error) = self.remove_container(&container) {

@@ -15,9 +15,6 @@ use crate::container::{self, ContainerState};
 use crate::rpc::ExecRequest;
 use crate::shim::protocol::{ExecSpec, ShimRequest, ShimResponse};
 
-/// How long an exit code waits for its `wait_exec` before it is forgotten.
-const EXIT_RETENTION: Duration = Duration::from_secs(600);
-
 impl Daemon {
     /// Start `request` in its container; returns the exec id and the client's stdio fds
     /// (with a TTY the PTY master alone; else stdin's write end when interactive, then the
@@ -138,7 +135,7 @@ impl Daemon {
     /// Record an exec's exit (from the shim's event) and wake its waiter.
     pub(super) fn record_exec_exit(&self, exec_id: &str, code: i32) {
         let mut exits = self.exits.lock().unwrap_or_else(|e| e.into_inner());
-        exits.retain(|_, (at, _)| at.elapsed() < EXIT_RETENTION);
+        exits.retain(|_, (at, _)| at.elapsed() < super::FINISHED_RETENTION);
         exits.insert(exec_id.to_owned(), (Instant::now(), Some(code)));
         self.exec_done.notify_all();
     }

@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use async_compat::Compat;
@@ -433,6 +433,10 @@ impl Daemon {
         self.bpf.finish_start(&live).map_err(|e| StartError::Reconcile(format!("bpf pins: {e}")))
     }
 }
+
+/// How long the last word of something finished (an exec's exit code, an auto-removed
+/// container's record) answers a waiter that comes late, before it is forgotten.
+const FINISHED_RETENTION: Duration = Duration::from_secs(600);
 
 /// Entry point of the daemon role.
 pub fn run(args: DaemonArgs) -> ExitCode {
