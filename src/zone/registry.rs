@@ -23,6 +23,8 @@ pub enum RegistryError {
 pub struct ZoneRegistry {
     by_name: BTreeMap<String, Zone>,
     held_ids: BTreeSet<u32>,
+    /// The numeric id handed out last; the next one is searched for after it.
+    last_id: u32,
 }
 
 /// Largest numeric id; keeps derived kernel names (`zone-N`, interface names) short.
@@ -36,6 +38,7 @@ impl ZoneRegistry {
             registry.held_ids.insert(zone.numeric_id);
             registry.by_name.insert(zone.name.clone(), zone);
         }
+        registry.last_id = registry.held_ids.last().copied().unwrap_or(0);
         registry
     }
 
@@ -64,19 +67,30 @@ impl ZoneRegistry {
         self.by_name.is_empty()
     }
 
-    /// The lowest numeric id no held zone uses (ids are reused only after their zone is gone).
+    /// The first numeric id after the one handed out last that no held zone uses, wrapping to
+    /// 1 after the largest. Ids go round rather than back to the lowest free one: a deleted
+    /// zone's kernel names (its veth `rz<id>`) live on until the kernel has reaped its network
+    /// namespace in the background, and a new zone taking the same id at once would have to
+    /// wait for that.
     pub fn free_numeric_id(&self) -> Result<u32, RegistryError> {
-        let mut candidate = 1;
-        for &held in &self.held_ids {
+        self.first_free(self.last_id.saturating_add(1), MAX_NUMERIC_ID)
+            .or_else(|| self.first_free(1, self.last_id))
+            .ok_or(RegistryError::IdsExhausted(MAX_NUMERIC_ID))
+    }
+
+    /// The lowest id in `from..=to` no held zone uses.
+    fn first_free(&self, from: u32, to: u32) -> Option<u32> {
+        if from > to {
+            return None;
+        }
+        let mut candidate = from;
+        for &held in self.held_ids.range(from..=to) {
             if held != candidate {
                 break;
             }
             candidate += 1;
         }
-        if candidate > MAX_NUMERIC_ID {
-            return Err(RegistryError::IdsExhausted(MAX_NUMERIC_ID));
-        }
-        Ok(candidate)
+        (candidate <= to).then_some(candidate)
     }
 
     /// Add a zone whose record is already committed.
@@ -85,6 +99,7 @@ impl ZoneRegistry {
             return Err(RegistryError::Duplicate(zone.name));
         }
         self.held_ids.insert(zone.numeric_id);
+        self.last_id = zone.numeric_id;
         self.by_name.insert(zone.name.clone(), zone);
         Ok(())
     }
@@ -120,17 +135,37 @@ mod tests {
     }
 
     #[test]
-    fn numeric_ids_fill_the_lowest_gap_and_are_not_reused_while_held() {
+    fn numeric_ids_go_round_and_are_not_reused_while_held() {
         let mut registry = ZoneRegistry::default();
         for (n, name) in ["a", "b", "c"].iter().enumerate() {
             let id = registry.free_numeric_id().unwrap();
             assert_eq!(id, n as u32 + 1);
             registry.insert(zone(name, id)).unwrap();
         }
+        // A freed id is not handed out again at once.
         registry.remove("b");
-        assert_eq!(registry.free_numeric_id().unwrap(), 2);
-        registry.insert(zone("d", 2)).unwrap();
         assert_eq!(registry.free_numeric_id().unwrap(), 4);
+        registry.insert(zone("d", 4)).unwrap();
+        // After the largest id the search wraps to the lowest free one.
+        registry.insert(zone("top", MAX_NUMERIC_ID)).unwrap();
+        assert_eq!(registry.free_numeric_id().unwrap(), 2);
+        registry.insert(zone("e", 2)).unwrap();
+        assert_eq!(registry.free_numeric_id().unwrap(), 5);
+        // A restarted daemon continues after the largest held id.
+        let reloaded = ZoneRegistry::from_zones(registry.by_name.values().cloned());
+        assert_eq!(reloaded.free_numeric_id().unwrap(), 5);
+    }
+
+    #[test]
+    fn numeric_ids_run_out_only_when_all_are_held() {
+        let mut registry = ZoneRegistry {
+            held_ids: (1..=MAX_NUMERIC_ID).collect(),
+            last_id: 7,
+            ..ZoneRegistry::default()
+        };
+        assert!(matches!(registry.free_numeric_id(), Err(RegistryError::IdsExhausted(_))));
+        registry.held_ids.remove(&3);
+        assert_eq!(registry.free_numeric_id().unwrap(), 3);
     }
 
     #[test]
