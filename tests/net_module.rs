@@ -4,12 +4,14 @@ mod netlab;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use netlab::{Lab, UPLINK_HOST, UPLINK_OUT, eventually, ping, privileged, tcp};
 use rauha::net::ipam::Ipam;
 use rauha::net::link::{self, Rtnl};
-use rauha::net::{self as net, CidrPort, NetMode, PeerInfo, PortMapping, Proto, host_veth_name};
+use rauha::net::{
+    self as net, CidrPort, NetError, NetMode, PeerInfo, PortMapping, Proto, host_veth_name,
+};
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 201, 0, last)
@@ -393,4 +395,105 @@ fn apply_after_known_previous_and_fallback_on_wrong_previous() {
     assert_eq!(keys(&lab), vec![serde_json::json!({"concat": ["tcp", 8080]})]);
     lab.nft.remove_zone_after(&cfg, &wrong).unwrap();
     assert!(lab.nft.installed().unwrap().zones.is_empty());
+}
+
+/// Live `nft` processes (not zombies) inside the network namespace `ns`.
+fn nft_processes_in(ns: BorrowedFd<'_>) -> Vec<u32> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", ns.as_raw_fd())).unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let running = stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'));
+            let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            comm.trim() == "nft" && running && netns.as_ref() == Some(&target)
+        })
+        .collect()
+}
+
+/// The batches' nft session: a rejected batch reports nft's reason and leaves the session in
+/// service; an nft that died (killed here) is replaced at the next batch; dropping the runner
+/// ends its nft.
+#[test]
+fn nft_session_reports_rejections_replaces_a_dead_nft_and_ends_with_its_runner() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let cfg = lab.cfg.clone();
+    let host = lab.host.try_clone().unwrap();
+    let missing = serde_json::json!({"nftables": [
+        {"delete": {"table": {"family": "inet", "name": "rauha-no-such-table"}}}
+    ]});
+    match lab.nft.apply("delete a missing table", &missing) {
+        Err(NetError::NftFailed { action, stderr }) => {
+            assert_eq!(action, "delete a missing table");
+            assert!(stderr.contains("No such file or directory"), "{stderr}");
+        }
+        other => panic!("a missing table must be rejected, got {other:?}"),
+    }
+    let s = lab.spec(81, 81);
+    let _zone = lab.zone(&s).unwrap();
+    lab.nft.apply_zone(&cfg, &s, &[]).unwrap();
+    assert!(lab.nft.installed().unwrap().zones.contains_key(&81));
+    let sessions = nft_processes_in(host.as_fd());
+    assert_eq!(sessions.len(), 1, "one nft session per runner: {sessions:?}");
+
+    let killed = rustix::process::Pid::from_raw(sessions[0] as i32).unwrap();
+    rustix::process::kill_process(killed, rustix::process::Signal::KILL).unwrap();
+    for _ in 0..100 {
+        if nft_processes_in(host.as_fd()).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    lab.nft.remove_zone(81).unwrap();
+    assert!(!lab.nft.installed().unwrap().zones.contains_key(&81));
+    let replacement = nft_processes_in(host.as_fd());
+    assert_eq!(replacement.len(), 1, "{replacement:?}");
+    assert_ne!(replacement[0], sessions[0]);
+
+    drop(lab);
+    let gone = std::path::Path::new(&format!("/proc/{}", replacement[0])).exists();
+    assert!(!gone, "nft session {} outlived its runner", replacement[0]);
+}
+
+/// Rules in the daemon's chain `chain` of `family`, as nft lists them in `ns`.
+fn rules_in_chain(ns: BorrowedFd<'_>, family: &str, chain: &str) -> usize {
+    let c = netlab::cmd_in(ns, &["nft", "-j", "list", "chain", family, "rauha", chain]);
+    let (ok, out) = netlab::run_bounded(c, std::time::Duration::from_secs(10));
+    assert!(ok, "list chain {family} {chain}");
+    let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    listing["nftables"].as_array().unwrap().iter().filter(|o| o.get("rule").is_some()).count()
+}
+
+/// The fast paths trust the daemon's own record of what is installed; when the kernel holds
+/// something else (chains of an earlier zone with the same id, a zone already gone) they fall
+/// back to listing and end in the same state, with no rule doubled.
+#[test]
+fn new_zone_and_known_removal_fall_back_when_the_kernel_disagrees() {
+    if !privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let cfg = lab.cfg.clone();
+    let host = lab.host.try_clone().unwrap();
+    let s = lab.spec(91, 91);
+    lab.nft.apply_zone(&cfg, &s, &[]).unwrap();
+    let pre_rules = rules_in_chain(host.as_fd(), "bridge", "z91-pre");
+    assert!(pre_rules > 0);
+
+    // Stale chains of the same id: `create chain` fails, the fallback flushes and refills.
+    lab.nft.begin_new_zone(&cfg, &s, &[]).unwrap().finish().unwrap();
+    assert_eq!(rules_in_chain(host.as_fd(), "bridge", "z91-pre"), pre_rules);
+    let installed = lab.nft.installed().unwrap();
+    assert_eq!(installed.zones[&91].elements.len(), net::nft::zone_elements(&cfg, &s).len());
+
+    lab.nft.remove_zone_after(&cfg, &s).unwrap();
+    assert!(!lab.nft.installed().unwrap().zones.contains_key(&91));
+    // Already gone: the delete-only batch fails and the listing fallback finds nothing to do.
+    lab.nft.remove_zone_after(&cfg, &s).unwrap();
+    assert!(!lab.nft.installed().unwrap().zones.contains_key(&91));
 }

@@ -338,6 +338,15 @@ pub enum NetError {
     /// `nft` rejected a batch.
     #[error("nft {action} failed: {stderr}")]
     NftFailed { action: String, stderr: String },
+    /// Writing to or reading from the nft session failed (nft ended or its pipe broke).
+    #[error("nft {action}: session: {source}")]
+    NftSession { action: String, source: io::Error },
+    /// The nft session did not answer a batch in time.
+    #[error("nft {action}: no answer within {seconds} s")]
+    NftTimeout { action: String, seconds: u64 },
+    /// The nft session answered something other than the end-of-batch mark.
+    #[error("nft {action}: unexpected answer {answer:?}")]
+    NftAnswer { action: String, answer: String },
     /// Encoding a batch or decoding `nft -j` output.
     #[error("nft {action} json: {source}")]
     NftJson { action: String, source: serde_json::Error },

@@ -1,5 +1,5 @@
-//! nftables policy built as structured data (libnftables JSON) and applied with
-//! `nft -j -f -` inside a given network namespace.
+//! nftables policy built as structured data (libnftables JSON) and applied through a
+//! long-lived `nft -j -i` session ([`session`]) inside a given network namespace.
 //!
 //! Layout: two daemon-owned tables, `bridge rauha` and `inet rauha`. Their base chains are
 //! fixed and dispatch through verdict maps keyed by the zone's interface (bridge family) or
@@ -13,13 +13,17 @@
 //! the bridge family).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::{Value, json};
+
+mod session;
+
+use session::{Failure, Session};
 
 use crate::net::{
     Cidr, CidrPort, HOST_VETH_PREFIX, NetConfig, NetError, NetMode, PeerInfo, Proto, ZoneNetSpec,
@@ -344,21 +348,49 @@ pub fn base_ruleset(cfg: &NetConfig) -> Value {
 /// A zone that is not bridged (or has no address) gets empty-ruleset semantics: only
 /// declarations, no chains; use [`remove_commands`] to drop what it had.
 pub fn zone_ruleset(cfg: &NetConfig, zone: &ZoneNetSpec, peers: &[PeerInfo]) -> Value {
-    batch(zone_commands(cfg, zone, peers))
+    batch(zone_commands(cfg, zone, peers, Install::Replace))
 }
 
-fn zone_commands(cfg: &NetConfig, zone: &ZoneNetSpec, peers: &[PeerInfo]) -> Vec<Value> {
-    let mut c = declarations();
+/// How a zone's batch treats what may already be installed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Install {
+    /// Declare tables and maps, add and flush the zone's chains: fits any earlier state.
+    Replace,
+    /// Nothing of the zone exists and the base ruleset is in place: `create` the chains, which
+    /// fails (changing nothing) if that is not so. The batch is a third smaller, and nft's
+    /// interactive mode reads it a byte at a time.
+    Fresh,
+}
+
+/// Every chain of a zone, with its family.
+fn zone_chains(zone_id: u32) -> impl Iterator<Item = Value> {
+    [("bridge", &BRIDGE_PARTS[..]), ("inet", &INET_PARTS[..])].into_iter().flat_map(
+        move |(family, parts)| {
+            parts.iter().map(move |part| chain_ref(family, &zone_chain(zone_id, part)))
+        },
+    )
+}
+
+fn zone_commands(
+    cfg: &NetConfig,
+    zone: &ZoneNetSpec,
+    peers: &[PeerInfo],
+    install: Install,
+) -> Vec<Value> {
+    let mut c = if install == Install::Replace { declarations() } else { Vec::new() };
     let (NetMode::Bridged, Some(ip)) = (zone.mode, zone.ip) else {
         return c;
     };
     let id = zone.zone_id;
     let ifname = host_veth_name(id);
     let ch = |part: &str| zone_chain(id, part);
-    for (family, parts) in [("bridge", &BRIDGE_PARTS[..]), ("inet", &INET_PARTS[..])] {
-        for part in parts {
-            c.push(cmd("add", "chain", chain_ref(family, &ch(part))));
-            c.push(cmd("flush", "chain", chain_ref(family, &ch(part))));
+    for chain in zone_chains(id) {
+        match install {
+            Install::Replace => {
+                c.push(cmd("add", "chain", chain.clone()));
+                c.push(cmd("flush", "chain", chain));
+            }
+            Install::Fresh => c.push(cmd("create", "chain", chain)),
         }
     }
     let ip_s = ip.to_string();
@@ -581,7 +613,7 @@ fn delete_elements(installed: &InstalledZone) -> Vec<Value> {
 /// The map elements `zone`'s ruleset installs, in the form nft lists them (what a later apply
 /// or removal must delete first).
 pub fn zone_elements(cfg: &NetConfig, zone: &ZoneNetSpec) -> Vec<InstalledElement> {
-    zone_commands(cfg, zone, &[])
+    zone_commands(cfg, zone, &[], Install::Replace)
         .iter()
         .filter_map(|c| c.get("add").and_then(|a| a.get("element")))
         .filter_map(|e| {
@@ -599,38 +631,47 @@ pub fn zone_elements(cfg: &NetConfig, zone: &ZoneNetSpec) -> Vec<InstalledElemen
 pub fn remove_commands(zone_id: u32, installed: &InstalledZone) -> Vec<Value> {
     let mut c = declarations();
     c.extend(delete_elements(installed));
-    for (family, parts) in [("bridge", &BRIDGE_PARTS[..]), ("inet", &INET_PARTS[..])] {
-        for part in parts {
-            let r = chain_ref(family, &zone_chain(zone_id, part));
-            c.push(cmd("add", "chain", r.clone()));
-            c.push(cmd("flush", "chain", r.clone()));
-            c.push(cmd("delete", "chain", r));
-        }
+    for chain in zone_chains(zone_id) {
+        c.push(cmd("add", "chain", chain.clone()));
+        c.push(cmd("flush", "chain", chain.clone()));
+        c.push(cmd("delete", "chain", chain));
     }
     c
 }
 
-/// An nft process started by [`Nft::spawn`].
-struct NftRun {
-    action: String,
-    program: String,
-    child: std::process::Child,
+/// Commands removing a zone whose chains and `elements` are installed as known: deletes only
+/// (a chain goes with its rules), so the batch fails as a whole if anything is missing.
+fn remove_known_commands(zone_id: u32, elements: &InstalledZone) -> Vec<Value> {
+    let mut c = delete_elements(elements);
+    c.extend(zone_chains(zone_id).map(|chain| cmd("delete", "chain", chain)));
+    c
 }
 
-impl NftRun {
-    /// Waits for nft; returns its stdout, or its stderr as the error when it failed.
-    fn finish(self) -> Result<Vec<u8>, NetError> {
-        let output = self
-            .child
-            .wait_with_output()
-            .map_err(|source| NetError::NftSpawn { program: self.program, source })?;
-        if !output.status.success() {
-            return Err(NetError::NftFailed {
+/// A batch handed to the session ([`Nft::send`]), holding the session until it is answered.
+struct Sent<'a> {
+    action: String,
+    session: MutexGuard<'a, Option<Session>>,
+}
+
+impl Sent<'_> {
+    /// Waits for nft's answer; a broken session is dropped, so the next batch starts a new one.
+    fn finish(mut self) -> Result<(), NetError> {
+        let Some(session) = self.session.as_mut() else {
+            return Err(NetError::NftSession {
                 action: self.action,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                source: std::io::ErrorKind::NotConnected.into(),
             });
+        };
+        match session.finish(&self.action) {
+            Ok(()) => Ok(()),
+            Err(Failure::Rejected(stderr)) => {
+                Err(NetError::NftFailed { action: self.action, stderr })
+            }
+            Err(Failure::Broken(error)) => {
+                *self.session = None;
+                Err(error)
+            }
         }
-        Ok(output.stdout)
     }
 }
 
@@ -638,27 +679,31 @@ impl NftRun {
 pub struct PendingZone<'a> {
     nft: &'a Nft,
     cfg: &'a NetConfig,
-    zone: &'a ZoneNetSpec,
-    peers: &'a [PeerInfo],
-    run: NftRun,
+    zone: ZoneNetSpec,
+    peers: Vec<PeerInfo>,
+    sent: Sent<'a>,
 }
 
 impl PendingZone<'_> {
-    /// Waits for the rules. If the kernel refused the batch (stale elements of an earlier
-    /// zone with the same id), it lists what is installed and applies again, like
-    /// [`Nft::apply_zone_after`].
+    /// Waits for the rules. If the kernel refused the batch (chains or elements left by an
+    /// earlier zone with the same id, or base tables removed behind the daemon's back), it
+    /// lists what is installed and applies the full batch, like [`Nft::apply_zone_after`].
     pub fn finish(self) -> Result<(), NetError> {
-        match self.run.finish() {
-            Err(NetError::NftFailed { .. }) => self.nft.apply_zone(self.cfg, self.zone, self.peers),
-            other => other.map(|_| ()),
+        match self.sent.finish() {
+            Err(NetError::NftFailed { .. }) => {
+                self.nft.apply_zone(self.cfg, &self.zone, &self.peers)
+            }
+            other => other,
         }
     }
 }
 
-/// Runs nft inside one network namespace.
+/// Runs nft inside one network namespace: batches through one long-lived session
+/// ([`session`]), listings with a process each.
 pub struct Nft {
     program: PathBuf,
     netns: OwnedFd,
+    session: Mutex<Option<Session>>,
 }
 
 impl Nft {
@@ -673,35 +718,17 @@ impl Nft {
         program: impl Into<PathBuf>,
     ) -> Result<Self, NetError> {
         let netns = netns.try_clone_to_owned().map_err(|source| NetError::Setns { source })?;
-        Ok(Self { program: program.into(), netns })
+        Ok(Self { program: program.into(), netns, session: Mutex::new(None) })
     }
 
-    /// Runs `nft -j <args>` with `input` on stdin inside the namespace; returns stdout.
-    fn run(&self, action: &str, args: &[&str], input: Option<&Value>) -> Result<Vec<u8>, NetError> {
-        self.spawn(action, args, input)?.finish()
+    fn program_name(&self) -> String {
+        self.program.display().to_string()
     }
 
-    /// Starts `nft -j <args>` with `input` on stdin inside the namespace.
-    fn spawn(
-        &self,
-        action: &str,
-        args: &[&str],
-        input: Option<&Value>,
-    ) -> Result<NftRun, NetError> {
-        let stdin = match input {
-            Some(v) => Some(
-                serde_json::to_vec(v)
-                    .map_err(|source| NetError::NftJson { action: action.to_owned(), source })?,
-            ),
-            None => None,
-        };
+    /// `nft -j <args>`, to be run inside the namespace.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.program);
-        command
-            .arg("-j")
-            .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.arg("-j").args(args);
         let ns = self.netns.as_raw_fd();
         // SAFETY: runs in the forked child before exec; it only calls setns(2), which is
         // async-signal-safe, allocates nothing and touches no lock. `ns` stays open in the
@@ -717,30 +744,62 @@ impl Nft {
                 .map_err(std::io::Error::from)
             });
         }
-        let spawn_err =
-            |source| NetError::NftSpawn { program: self.program.display().to_string(), source };
-        let mut child = command.spawn().map_err(spawn_err)?;
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // nft reads all of stdin before it answers, so writing first cannot deadlock.
-            pipe.write_all(&bytes).map_err(spawn_err)?;
-        }
-        let program = self.program.display().to_string();
-        Ok(NftRun { action: action.to_owned(), program, child })
+        command
     }
 
-    /// Applies one batch atomically (`nft -j -f -`).
+    /// Hands `batch` to the session (started on first use; one that died since, say killed
+    /// by an operator, is replaced once) without waiting for nft's answer.
+    fn send(&self, action: &str, batch: &Value) -> Result<Sent<'_>, NetError> {
+        let bytes = serde_json::to_vec(batch)
+            .map_err(|source| NetError::NftJson { action: action.to_owned(), source })?;
+        let mut guard = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut retried = false;
+        loop {
+            let session = match guard.as_mut() {
+                Some(session) => session,
+                None => guard.insert(Session::start(self.command(&["-i"]), &self.program_name())?),
+            };
+            match session.send(action, &bytes) {
+                Ok(()) => return Ok(Sent { action: action.to_owned(), session: guard }),
+                Err(error) => {
+                    *guard = None;
+                    if retried {
+                        return Err(error);
+                    }
+                    retried = true;
+                }
+            }
+        }
+    }
+
+    /// Applies one batch atomically.
     pub fn apply(&self, action: &str, batch: &Value) -> Result<(), NetError> {
-        self.run(action, &["-f", "-"], Some(batch)).map(|_| ())
+        self.send(action, batch)?.finish()
     }
 
     /// The daemon's tables as installed now.
     pub fn installed(&self) -> Result<Installed, NetError> {
-        let out = self.run("list ruleset", &["list", "ruleset"], None)?;
+        let action = "list ruleset";
+        // A process of its own: the session's answers are one line per command, and telling
+        // a listing from the mark that follows it would need more protocol than this rare
+        // path is worth.
+        let output = self
+            .command(&["list", "ruleset"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| NetError::NftSpawn { program: self.program_name(), source })?;
+        if !output.status.success() {
+            return Err(NetError::NftFailed {
+                action: action.to_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        let out = output.stdout;
         if out.iter().all(u8::is_ascii_whitespace) {
             return Ok(Installed::default());
         }
         let v: Value = serde_json::from_slice(&out)
-            .map_err(|source| NetError::NftJson { action: "list ruleset".to_owned(), source })?;
+            .map_err(|source| NetError::NftJson { action: action.to_owned(), source })?;
         Ok(parse_installed(&v))
     }
 
@@ -761,7 +820,7 @@ impl Nft {
         let current = installed.zones.get(&zone.zone_id).cloned().unwrap_or_default();
         let commands = if zone.mode == NetMode::Bridged && zone.ip.is_some() {
             let mut c = delete_elements(&current);
-            c.extend(zone_commands(cfg, zone, peers));
+            c.extend(zone_commands(cfg, zone, peers, Install::Replace));
             c
         } else {
             remove_commands(zone.zone_id, &current)
@@ -786,7 +845,7 @@ impl Nft {
         };
         let commands = if zone.mode == NetMode::Bridged && zone.ip.is_some() {
             let mut c = delete_elements(&current);
-            c.extend(zone_commands(cfg, zone, peers));
+            c.extend(zone_commands(cfg, zone, peers, Install::Replace));
             c
         } else {
             remove_commands(zone.zone_id, &current)
@@ -803,19 +862,16 @@ impl Nft {
     pub fn begin_new_zone<'a>(
         &'a self,
         cfg: &'a NetConfig,
-        zone: &'a ZoneNetSpec,
-        peers: &'a [PeerInfo],
+        zone: &ZoneNetSpec,
+        peers: &[PeerInfo],
     ) -> Result<PendingZone<'a>, NetError> {
-        let commands = zone_commands(cfg, zone, peers);
-        let run = self.spawn(
-            &format!("apply zone {}", zone.zone_id),
-            &["-f", "-"],
-            Some(&batch(commands)),
-        )?;
-        Ok(PendingZone { nft: self, cfg, zone, peers, run })
+        let commands = zone_commands(cfg, zone, peers, Install::Fresh);
+        let sent = self.send(&format!("apply zone {}", zone.zone_id), &batch(commands))?;
+        Ok(PendingZone { nft: self, cfg, zone: zone.clone(), peers: peers.to_vec(), sent })
     }
 
-    /// Like [`Nft::remove_zone`] with the installed spec known; falls back to listing.
+    /// Like [`Nft::remove_zone`] with the installed spec known, so the batch only deletes;
+    /// falls back to listing when the kernel disagrees.
     pub fn remove_zone_after(
         &self,
         cfg: &NetConfig,
@@ -824,7 +880,8 @@ impl Nft {
         let current =
             InstalledZone { chains: BTreeSet::new(), elements: zone_elements(cfg, previous) };
         let id = previous.zone_id;
-        match self.apply(&format!("remove zone {id}"), &batch(remove_commands(id, &current))) {
+        match self.apply(&format!("remove zone {id}"), &batch(remove_known_commands(id, &current)))
+        {
             Err(NetError::NftFailed { .. }) => self.remove_zone(id),
             other => other,
         }
