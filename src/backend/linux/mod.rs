@@ -62,6 +62,17 @@ impl LinuxBackend {
     fn has_netns(zone: &Zone) -> bool {
         zone.policy.network.mode != NetworkMode::Host
     }
+
+    /// The kernel objects of a new zone: cgroup, and unless it shares the host's stack, its
+    /// namespace, attached to the bridge if bridged.
+    fn make_zone(&self, zone: &Zone, network: &ZoneNetwork) -> Result<CgroupNode, BackendError> {
+        let node = self.cgroups.create(&zone.cgroup_name(), &limits_of(zone))?;
+        if Self::has_netns(zone) {
+            let ns = self.netns.create(zone.numeric_id)?;
+            self.networking.attach_new(ns, zone, network)?;
+        }
+        Ok(node)
+    }
 }
 
 fn limits_of(zone: &Zone) -> Limits {
@@ -95,23 +106,21 @@ impl IsolationBackend for LinuxBackend {
         zone: &Zone,
         network: &ZoneNetwork,
     ) -> Result<ZoneKernelInfo, BackendError> {
-        let node = self.cgroups.create(&zone.cgroup_name(), &limits_of(zone))?;
-        let connected = if Self::has_netns(zone) {
-            self.netns
-                .create(zone.numeric_id)
-                .map(|_| ())
-                .and_then(|()| self.networking.connect_new(&self.netns, zone, network))
-        } else {
-            Ok(())
-        };
-        if let Err(error) = connected {
-            // All-or-nothing: whatever was made goes again.
-            if let Err(cleanup) = self.destroy_zone(zone) {
-                tracing::warn!(%cleanup, zone = %zone.name, "roll back zone creation");
+        // Rules first: nft works on them while the cgroup, namespace and veth are made.
+        let rules = self.networking.begin_rules(zone, network)?;
+        let made = self.make_zone(zone, network);
+        // Waited for even when making failed, so the rollback below finds the rules.
+        let applied = rules.map_or(Ok(()), |rules| rules.finish());
+        match made.and_then(|node| applied.map(|()| node).map_err(BackendError::from)) {
+            Ok(node) => Ok(kernel_info(&node)),
+            Err(error) => {
+                // All-or-nothing: whatever was made goes again.
+                if let Err(cleanup) = self.destroy_zone(zone) {
+                    tracing::warn!(%cleanup, zone = %zone.name, "roll back zone creation");
+                }
+                Err(error)
             }
-            return Err(error.into());
         }
-        Ok(kernel_info(&node))
     }
 
     fn zone_info(&self, zone: &Zone) -> Result<ZoneKernelInfo, BackendError> {

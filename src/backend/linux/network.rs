@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use crate::backend::ZoneNetwork;
 use crate::net::link::{self, IfCounters, Rtnl};
-use crate::net::netns::{self, NetnsDir};
-use crate::net::nft::Nft;
+use crate::net::netns::{self, NetnsDir, NewNetns};
+use crate::net::nft::{Nft, PendingZone};
 use crate::net::{self, Cidr, CidrPort, NetConfig, NetError, NetMode, ZoneNetSpec};
 use crate::zone::Zone;
 use crate::zone::policy::{CidrRule, NetworkMode};
@@ -90,25 +90,36 @@ impl Networking {
         self.nft.apply_zone(&self.config, &spec, &network.peers)
     }
 
-    /// [`Networking::connect`] for a zone just made: nothing of it is installed yet, so only a
-    /// bridged zone needs an nft transaction, that one need not list the ruleset first, and it
-    /// runs while the veth is made.
-    pub fn connect_new(
+    /// Starts installing the rules of a zone about to be made (only bridged zones have any).
+    /// They name the zone's interface and address but need neither to exist, so nft works
+    /// while the caller makes the cgroup, namespace and veth; [`PendingZone::finish`] waits.
+    /// Nothing of the zone is installed yet, so the batch need not list the ruleset first.
+    pub fn begin_rules(
         &self,
-        dir: &NetnsDir,
+        zone: &Zone,
+        network: &ZoneNetwork,
+    ) -> Result<Option<PendingZone<'_>>, NetError> {
+        let spec = spec_of(zone, network);
+        if spec.mode != NetMode::Bridged {
+            return Ok(None);
+        }
+        self.nft.begin_new_zone(&self.config, &spec, &network.peers).map(Some)
+    }
+
+    /// Attaches a zone's freshly made namespace: for a bridged zone its veth, address and
+    /// route, through the socket the namespace was made with.
+    pub fn attach_new(
+        &self,
+        mut ns: NewNetns,
         zone: &Zone,
         network: &ZoneNetwork,
     ) -> Result<(), NetError> {
         let spec = spec_of(zone, network);
-        let rules = if spec.mode == NetMode::Bridged {
-            Some(self.nft.begin_new_zone(&self.config, &spec, &network.peers)?)
-        } else {
-            None
-        };
-        // Wait for nft even when the veth fails, so the caller's rollback finds its rules.
-        let attached = self.attach(dir, &spec);
-        let applied = rules.map_or(Ok(()), |rules| rules.finish());
-        attached.and(applied)
+        if spec.mode != NetMode::Bridged {
+            return Ok(());
+        }
+        let bridge = self.bridge_index()?;
+        net::attach_zone(&mut self.host(), ns.fd.as_fd(), &mut ns.rtnl, &self.config, bridge, &spec)
     }
 
     fn attach(&self, dir: &NetnsDir, spec: &ZoneNetSpec) -> Result<(), NetError> {
