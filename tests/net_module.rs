@@ -497,3 +497,25 @@ fn new_zone_and_known_removal_fall_back_when_the_kernel_disagrees() {
     lab.nft.remove_zone_after(&cfg, &s).unwrap();
     assert!(!lab.nft.installed().unwrap().zones.contains_key(&91));
 }
+
+/// Whatever nft's line editor writes to stderr while it sets itself up (here it complains about
+/// an unknown terminal type, as it does about a missing terminfo database on minimal systems)
+/// is not read as the first batch's rejection.
+#[test]
+fn nft_session_is_not_confused_by_the_line_editor_at_start() {
+    if !privileged() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let wrapper = lab.root.join("nft-unknown-terminal");
+    std::fs::write(&wrapper, "#!/bin/sh\nTERM=rauha-no-such-terminal exec /usr/sbin/nft \"$@\"\n")
+        .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nft = rauha::net::nft::Nft::with_program(lab.host.as_fd(), &wrapper).unwrap();
+    let s = lab.spec(95, 95);
+    nft.apply_zone(&lab.cfg, &s, &[]).unwrap();
+    assert!(nft.installed().unwrap().zones.contains_key(&95));
+    nft.remove_zone(95).unwrap();
+    assert!(!nft.installed().unwrap().zones.contains_key(&95));
+}

@@ -51,9 +51,11 @@ impl Session {
     /// Starts `command` (an `nft -j -i` set up by the caller) with piped stdio.
     pub(super) fn start(mut command: Command, program: &str) -> Result<Self, NetError> {
         let spawn_err = |source| NetError::NftSpawn { program: program.to_owned(), source };
-        // No history file: nft would write one under $HOME when it exits.
+        // No history file: nft would write one under $HOME when it exits. A terminal type
+        // every terminfo database has, so the line editor has nothing to complain about.
         command
             .env("HOME", "/nonexistent")
+            .env("TERM", "dumb")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -71,7 +73,15 @@ impl Session {
             let _ = child.wait();
             return Err(spawn_err(e.into()));
         }
-        Ok(Self { child, stdin, stdout, stderr })
+        let mut session = Self { child, stdin, stdout, stderr };
+        // The line editor may still write to stderr while it sets itself up (a system without
+        // any terminfo database): one mark before the first batch takes that in, so it is
+        // never read as a batch's rejection.
+        let settled = session.send("start", b"").and_then(|()| match session.finish("start") {
+            Ok(()) | Err(Failure::Rejected(_)) => Ok(()),
+            Err(Failure::Broken(error)) => Err(error),
+        });
+        settled.map(|()| session)
     }
 
     /// Queues `batch` (one line of JSON) and the mark behind it; [`Session::finish`] waits.
@@ -79,8 +89,10 @@ impl Session {
     pub(super) fn send(&mut self, action: &str, batch: &[u8]) -> Result<(), NetError> {
         let broken = |source| NetError::NftSession { action: action.to_owned(), source };
         let mut line = Vec::with_capacity(batch.len() + MARK.len() + 2);
-        line.extend_from_slice(batch);
-        line.push(b'\n');
+        if !batch.is_empty() {
+            line.extend_from_slice(batch);
+            line.push(b'\n');
+        }
         line.extend_from_slice(MARK);
         line.push(b'\n');
         self.stdin.write_all(&line).map_err(broken)
