@@ -1,7 +1,7 @@
 //! A zone's place on the network: its veth on the bridge (bridged zones), and its nftables
 //! rules. The host side is the network namespace the daemon runs in.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use crate::backend::ZoneNetwork;
@@ -118,8 +118,19 @@ impl Networking {
         if spec.mode != NetMode::Bridged {
             return Ok(());
         }
+        self.attach_bridged(ns.fd.as_fd(), &mut ns.rtnl, &spec)
+    }
+
+    /// The veth, address and route of a bridged zone whose namespace is `zone_ns`, reached
+    /// through `zone_rtnl`; the bridge is made first if this is the first bridged zone.
+    fn attach_bridged(
+        &self,
+        zone_ns: BorrowedFd<'_>,
+        zone_rtnl: &mut Rtnl,
+        spec: &ZoneNetSpec,
+    ) -> Result<(), NetError> {
         let bridge = self.bridge_index()?;
-        net::attach_zone(&mut self.host(), ns.fd.as_fd(), &mut ns.rtnl, &self.config, bridge, &spec)
+        net::attach_zone(&mut self.host(), zone_ns, zone_rtnl, &self.config, bridge, spec)
     }
 
     fn attach(&self, dir: &NetnsDir, spec: &ZoneNetSpec) -> Result<(), NetError> {
@@ -127,17 +138,9 @@ impl Networking {
         let attached = self.host().link_index(&veth).ok().flatten().is_some();
         match spec.mode {
             NetMode::Bridged if !attached => {
-                let bridge = self.bridge_index()?;
                 let zone_ns = dir.open(spec.zone_id)?;
                 let mut zone_rtnl = Rtnl::open_in(zone_ns.as_fd())?;
-                net::attach_zone(
-                    &mut self.host(),
-                    zone_ns.as_fd(),
-                    &mut zone_rtnl,
-                    &self.config,
-                    bridge,
-                    spec,
-                )
+                self.attach_bridged(zone_ns.as_fd(), &mut zone_rtnl, spec)
             }
             NetMode::Isolated | NetMode::Host if attached => {
                 net::detach_zone(&mut self.host(), spec.zone_id)
