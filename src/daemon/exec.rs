@@ -135,7 +135,7 @@ impl Daemon {
     /// Record an exec's exit (from the shim's event) and wake its waiter.
     pub(super) fn record_exec_exit(&self, exec_id: &str, code: i32) {
         let mut exits = self.exits.lock().unwrap_or_else(|e| e.into_inner());
-        exits.retain(|_, (at, _)| at.elapsed() < super::FINISHED_RETENTION);
+        exits.retain(|_, (at, code)| worth_keeping(at.elapsed(), *code));
         exits.insert(exec_id.to_owned(), (Instant::now(), Some(code)));
         self.exec_done.notify_all();
     }
@@ -178,5 +178,25 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// Whether an entry of the exits map stays: a process still running always does (its waiter
+/// may wait for hours, and forgetting it would fail that wait as unknown), a recorded exit for
+/// [`super::FINISHED_RETENTION`] after it came.
+fn worth_keeping(age: Duration, code: Option<i32>) -> bool {
+    code.is_none() || age < super::FINISHED_RETENTION
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_processes_are_kept_and_old_exits_forgotten() {
+        let long = super::super::FINISHED_RETENTION * 2;
+        assert!(worth_keeping(long, None), "a long-running exec keeps its entry");
+        assert!(!worth_keeping(long, Some(0)), "an old exit is forgotten");
+        assert!(worth_keeping(Duration::from_secs(1), Some(0)), "a fresh exit is kept");
     }
 }
